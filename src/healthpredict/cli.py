@@ -1,0 +1,140 @@
+"""The ``healthpredict`` command line: every lifecycle step is a subcommand here.
+
+Commands only parse options, call one flow, and print its result; errors the user can act on
+are printed as one line naming the problem, with a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from healthpredict.settings import Settings, get_settings
+
+app = typer.Typer(help="Health Predict: 30-day readmission risk, with its MLOps lifecycle.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+data_app = typer.Typer(help="Open, check and prepare the raw extract.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+T = TypeVar("T")
+SourceOption = Annotated[
+    str | None, typer.Option("--source", help="Raw extract location (overrides settings).")
+]
+logger = logging.getLogger("healthpredict")
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    """Configure logging once for every command."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")  # fmt: skip
+    for noisy in ("alembic", "mlflow", "urllib3", "botocore", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with the command's explicit options on top."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return Settings(**given) if given else get_settings()
+
+
+def _run(action: Callable[[], T]) -> T:
+    """Run ``action``; turn expected failures into one clear line and exit status 1."""
+    from mlflow.exceptions import MlflowException
+
+    from healthpredict.data.source import DataSourceError
+    from healthpredict.data.timeline import TimelineError
+    from healthpredict.data.validate import ContractError
+
+    try:
+        return action()
+    except (DataSourceError, ContractError, TimelineError, MlflowException, ValidationError) as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from error
+
+
+@data_app.command("contract")
+def data_contract() -> None:
+    """Print the written contract of a raw encounter record."""
+    from healthpredict.data.schema import contract_markdown
+
+    typer.echo(contract_markdown())
+
+
+@data_app.command("validate")
+def data_validate(source: SourceOption = None) -> None:
+    """Check the raw extract against the contract; exit 1 if it breaks the tolerance."""
+    from healthpredict.data.source import open_raw
+    from healthpredict.data.validate import validate_raw
+
+    settings = _run(lambda: _settings(data_source=source))
+    raw = _run(lambda: open_raw(settings.data_source, settings.data_sha256))
+    report = _run(lambda: validate_raw(raw.frame)).report
+    typer.echo(f"sha256 {raw.sha256}\n{report.summary()}")
+    _run(lambda: report.raise_if_exceeds(settings.max_invalid_fraction))
+
+
+@data_app.command("prepare")
+def data_prepare(
+    source: SourceOption = None,
+    n_batches: Annotated[int | None, typer.Option(help="Production batches.")] = None,
+    initial_fraction: Annotated[float | None, typer.Option(help="Initial window share.")] = None,
+) -> None:
+    """Validate, clean and cut the extract into the timeline (Parquet + manifest)."""
+    from healthpredict.pipelines.prepare_data import prepare_data
+
+    settings = _run(lambda: _settings(data_source=source, n_batches=n_batches,
+                                      initial_window_fraction=initial_fraction))  # fmt: skip
+    summary = _run(lambda: prepare_data(settings))
+    typer.echo(_format_preparation(summary))
+
+
+@app.command("train")
+def train() -> None:
+    """Train on the initial window, evaluate on the test window, track and register."""
+    from healthpredict.pipelines.train_and_register import train_and_register
+
+    settings = _run(_settings)
+    typer.echo(_format_training(_run(lambda: train_and_register(settings))))
+
+
+@app.command("demo")
+def demo(source: SourceOption = None) -> None:
+    """The main job on embedded defaults: prepare data, train, evaluate, register, summarise."""
+    from healthpredict.pipelines.prepare_data import prepare_data
+    from healthpredict.pipelines.train_and_register import train_and_register
+
+    settings = _run(lambda: _settings(data_source=source))
+    typer.echo(_format_preparation(_run(lambda: prepare_data(settings))))
+    typer.echo(_format_training(_run(lambda: train_and_register(settings))))
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the settings in force (secrets masked)."""
+    settings = _run(_settings)
+    for name, value in settings.model_dump().items():
+        typer.echo(f"{name} = {value}")
+    typer.echo(f"tracking_uri (effective) = {settings.tracking_uri}")
+
+
+def _format_preparation(summary: Any) -> str:
+    manifest = summary.manifest
+    lines = [
+        f"Prepared data in {summary.directory} (data hash {manifest.data_hash})",
+        f"  contract: {summary.validation.summary()}",
+        f"  cleaning: {summary.cleaning.summary()}",
+    ]
+    for window in manifest.windows:
+        rate = window.positives / window.rows
+        lines.append(f"  {window.name:<10} {window.rows:>7,} rows  readmitted<30 {rate:6.2%}")
+    return "\n".join(lines)
+
+
+def _format_training(summary: Any) -> str:
+    from healthpredict.reporting.summary import format_training_summary
+
+    return format_training_summary(summary)

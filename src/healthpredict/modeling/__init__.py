@@ -1,0 +1,1 @@
+"""Modeling: train the pipeline, evaluate it honestly, track and register it."""

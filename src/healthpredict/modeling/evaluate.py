@@ -1,0 +1,154 @@
+"""Honest evaluation: metrics with patient-grouped bootstrap intervals, overall and by subgroup.
+
+Resampling patients (not encounters) keeps a patient's encounters together, as they are not
+independent; every interval here is a percentile interval over those resamples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from healthpredict.modeling.metrics import METRICS, ScoredSample
+
+SUBGROUP_ATTRIBUTES = ("age", "gender", "race")
+MIN_SUBGROUP_POSITIVES = 10
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its bootstrap confidence interval."""
+
+    estimate: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.estimate:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+@dataclass(frozen=True)
+class SubgroupReport:
+    """Metrics of one subgroup (e.g. gender = Female)."""
+
+    attribute: str
+    value: str
+    n_rows: int
+    n_positive: int
+    metrics: dict[str, Interval]
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Everything measured on one evaluation window."""
+
+    n_rows: int
+    n_patients: int
+    positive_rate: float
+    top_fraction: float
+    bootstrap_rounds: int
+    confidence_level: float
+    metrics: dict[str, Interval]
+    subgroups: list[SubgroupReport] = field(default_factory=list)
+
+    def flat_metrics(self, prefix: str = "test") -> dict[str, float]:
+        """Metrics as flat ``name -> value`` pairs, for MLflow."""
+        flat: dict[str, float] = {}
+        for name, interval in self.metrics.items():
+            flat[f"{prefix}_{name}"] = interval.estimate
+            flat[f"{prefix}_{name}_ci_low"] = interval.low
+            flat[f"{prefix}_{name}_ci_high"] = interval.high
+        return flat
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain data, for JSON artifacts."""
+        return asdict(self)
+
+
+def patient_bootstrap_weights(
+    groups: pd.Series | np.ndarray, rounds: int, seed: int
+) -> Iterator[np.ndarray]:
+    """Yield row weights of ``rounds`` patient-level resamples (with replacement).
+
+    Two models scored on the same rows and weighted by the same draws give a paired bootstrap.
+    """
+    codes, uniques = pd.factorize(pd.Series(np.asarray(groups)))
+    n_patients = len(uniques)
+    rng = np.random.default_rng(seed)
+    for _ in range(rounds):
+        counts = np.bincount(rng.integers(0, n_patients, n_patients), minlength=n_patients)
+        yield counts[codes].astype(float)
+
+
+def evaluate_predictions(
+    labels: pd.Series,
+    scores: np.ndarray,
+    groups: pd.Series,
+    attributes: pd.DataFrame | None = None,
+    rounds: int = 500,
+    confidence_level: float = 0.95,
+    top_fraction: float = 0.10,
+    seed: int = 0,
+) -> EvalReport:
+    """Evaluate probabilities against labels with patient-grouped bootstrap intervals.
+
+    Args:
+        labels: 0/1 outcomes.
+        scores: Predicted probabilities of the positive class.
+        groups: Patient key of each row (the bootstrap resamples these).
+        attributes: Optional subgroup columns (age, gender, race) aligned with ``labels``.
+        rounds: Bootstrap resamples.
+        confidence_level: Coverage of the percentile intervals.
+        top_fraction: Share of highest-risk rows flagged for precision/recall at the top.
+        seed: Seed of the resampling.
+    """
+    y = np.asarray(labels, dtype=float)
+    samples = {("all", "all"): ScoredSample.build(y, scores, top_fraction)}
+    masks = {("all", "all"): np.ones(len(y), dtype=bool)}
+    for attribute in SUBGROUP_ATTRIBUTES if attributes is not None else ():
+        values = attributes[attribute].fillna("missing").astype(str).to_numpy()
+        for value in sorted(set(values)):
+            mask = values == value
+            if y[mask].sum() >= MIN_SUBGROUP_POSITIVES and (1 - y[mask]).sum() > 0:
+                samples[(attribute, value)] = ScoredSample.build(y[mask], scores[mask], top_fraction)
+                masks[(attribute, value)] = mask
+    draws = {key: {name: [] for name in METRICS} for key in samples}  # type: ignore[var-annotated]
+    for weights in patient_bootstrap_weights(groups, rounds, seed):
+        for key, sample in samples.items():
+            for name, metric in METRICS.items():
+                draws[key][name].append(metric(sample, weights[masks[key]]))
+    alpha = (1 - confidence_level) / 2
+    intervals = {
+        key: {
+            name: _interval(metric(sample, np.ones(len(sample.labels))), draws[key][name], alpha)
+            for name, metric in METRICS.items()
+        }
+        for key, sample in samples.items()
+    }
+    subgroups = [
+        SubgroupReport(a, v, int(masks[(a, v)].sum()), int(y[masks[(a, v)]].sum()), intervals[(a, v)])
+        for (a, v) in samples
+        if a != "all"
+    ]
+    return EvalReport(
+        n_rows=len(y),
+        n_patients=int(pd.Series(np.asarray(groups)).nunique()),
+        positive_rate=float(y.mean()),
+        top_fraction=top_fraction,
+        bootstrap_rounds=rounds,
+        confidence_level=confidence_level,
+        metrics=intervals[("all", "all")],
+        subgroups=subgroups,
+    )
+
+
+def _interval(estimate: float, draws: list[float], alpha: float) -> Interval:
+    values = np.asarray(draws, dtype=float)
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return Interval(estimate, float("nan"), float("nan"))
+    low, high = np.quantile(values, [alpha, 1 - alpha])
+    return Interval(float(estimate), float(low), float(high))

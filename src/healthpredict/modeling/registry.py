@@ -1,0 +1,136 @@
+"""MLflow tracking and the Model Registry: where runs go, how models are logged and aliased.
+
+Aliases (``champion``, ``challenger``), never the deprecated stages. Every registered version is
+tagged with the data it was trained on, its test metrics, and why it did or did not get an alias.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import metadata
+
+import mlflow
+import mlflow.sklearn
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature, infer_signature
+from sklearn.pipeline import Pipeline
+
+from healthpredict.modeling.evaluate import EvalReport
+from healthpredict.settings import Settings
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+MODEL_ARTIFACT = "model"
+# Packages a loader needs; listed explicitly because MLflow's inference re-loads the model.
+_RUNTIME_PACKAGES = ("scikit-learn", "lightgbm", "pandas", "numpy", "cloudpickle", "healthpredict")
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A registered model version and the alias decision taken for it."""
+
+    name: str
+    version: str
+    run_id: str
+    alias: str | None
+    reason: str
+
+    @property
+    def uri(self) -> str:
+        """``models:/`` URI of this exact version."""
+        return f"models:/{self.name}/{self.version}"
+
+
+def configure_tracking(settings: Settings) -> str:
+    """Point MLflow at the configured store and return the experiment id (created if needed)."""
+    if settings.tracking_uri.startswith("sqlite:///"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(settings.experiment_name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    return mlflow.create_experiment(
+        settings.experiment_name, artifact_location=settings.artifact_location
+    )
+
+
+def model_signature(example: pd.DataFrame, pipeline: Pipeline) -> ModelSignature:
+    """Signature from raw records to the positive-class probability columns."""
+    return infer_signature(example, pipeline.predict_proba(example))
+
+
+def log_pipeline(pipeline: Pipeline, example: pd.DataFrame) -> str:
+    """Log the fitted pipeline to the active run; return its ``runs:/`` URI.
+
+    Serialised with cloudpickle on purpose: skops cannot hold a LightGBM booster, and the only
+    models loaded from this registry are ones Health Predict trained itself. Loading needs the
+    ``healthpredict`` package installed (its transformer is referenced, not copied).
+    """
+    info = mlflow.sklearn.log_model(
+        pipeline,
+        name=MODEL_ARTIFACT,
+        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+        signature=model_signature(example, pipeline),
+        input_example=example,
+        pyfunc_predict_fn="predict_proba",
+        pip_requirements=_pinned_requirements(),
+    )
+    return str(info.model_uri)
+
+
+def _pinned_requirements() -> list[str]:
+    return [f"{name}=={metadata.version(name)}" for name in _RUNTIME_PACKAGES]
+
+
+def register(
+    model_uri: str, run_id: str, settings: Settings, report: EvalReport, tags: dict[str, str]
+) -> RegisteredVersion:
+    """Register the model and decide its alias.
+
+    The first model whose test ROC-AUC reaches ``min_champion_roc_auc`` becomes ``champion``.
+    When a champion exists, the new version becomes ``challenger``: replacing a champion is the
+    promotion gate's decision, not training's.
+    """
+    client = MlflowClient()
+    version = mlflow.register_model(model_uri, settings.model_name).version
+    alias, reason = _initial_alias(client, settings, report)
+    all_tags = {**tags, **_metric_tags(report), "promotion_reason": reason}
+    for key, value in all_tags.items():
+        client.set_model_version_tag(settings.model_name, version, key, value)
+    if alias is not None:
+        client.set_registered_model_alias(settings.model_name, alias, version)
+    logger.info("registered %s version %s (%s)", settings.model_name, version, reason)
+    return RegisteredVersion(settings.model_name, str(version), run_id, alias, reason)
+
+
+def _initial_alias(
+    client: MlflowClient, settings: Settings, report: EvalReport
+) -> tuple[str | None, str]:
+    auc = report.metrics["roc_auc"].estimate
+    if current_version(client, settings.model_name, CHAMPION) is not None:
+        return CHALLENGER, "a champion exists; replacing it is the promotion gate's decision"
+    if auc < settings.min_champion_roc_auc:
+        return None, f"test ROC-AUC {auc:.3f} is below the bar {settings.min_champion_roc_auc:.3f}"
+    return CHAMPION, f"first model; test ROC-AUC {auc:.3f} >= {settings.min_champion_roc_auc:.3f}"
+
+
+def _metric_tags(report: EvalReport) -> dict[str, str]:
+    return {f"test_{name}": str(interval) for name, interval in report.metrics.items()}
+
+
+def current_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """Version number holding ``alias``, or None when the alias (or the model) does not exist."""
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def load_pipeline(model_uri: str) -> Pipeline:
+    """Load a logged pipeline (``models:/name@champion``, ``runs:/...``) as scikit-learn."""
+    return mlflow.sklearn.load_model(model_uri)  # type: ignore[no-any-return]

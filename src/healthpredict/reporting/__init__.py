@@ -1,0 +1,1 @@
+"""Reporting: plots and dashboards."""
