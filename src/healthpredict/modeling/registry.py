@@ -7,6 +7,7 @@ tagged with the data it was trained on, its test metrics, and why it did or did 
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -71,11 +72,16 @@ def log_pipeline(pipeline: Pipeline, example: pd.DataFrame) -> str:
     models loaded from this registry are ones Health Predict trained itself. Loading needs the
     ``healthpredict`` package installed (its transformer is referenced, not copied).
     """
+    with warnings.catch_warnings():
+        # The contract makes every integer column required, so the "integers cannot be
+        # missing" hint of signature inference does not apply.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        signature = model_signature(example, pipeline)
     info = mlflow.sklearn.log_model(
         pipeline,
         name=MODEL_ARTIFACT,
         serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-        signature=model_signature(example, pipeline),
+        signature=signature,
         input_example=example,
         pyfunc_predict_fn="predict_proba",
         pip_requirements=_pinned_requirements(),
