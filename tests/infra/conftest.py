@@ -17,13 +17,11 @@ HERE = Path(__file__).resolve().parent
 # Works under any --import-mode: the helpers and the CDK package are imported by name.
 sys.path.insert(0, str(HERE))
 
-from infra_support import ADMIN_CIDR, FULL_CONTEXT, Synthesized, synthesize
+from infra_support import ADMIN_CIDR, FULL_CONTEXT, Synthesized, synthesize  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "infra: AWS CDK infrastructure tests (tests/infra)"
-    )
+    config.addinivalue_line("markers", "infra: AWS CDK infrastructure tests (tests/infra)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

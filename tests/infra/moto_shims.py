@@ -52,9 +52,7 @@ def _delete_association(self: Any, account_id: str, region_name: str) -> None:
 
 def _delete_gateway_attachment(self: Any, account_id: str, region_name: str) -> None:
     if str(self.gateway_id).startswith("igw-"):
-        _backend(account_id, region_name).detach_internet_gateway(
-            self.gateway_id, self.vpc_id
-        )
+        _backend(account_id, region_name).detach_internet_gateway(self.gateway_id, self.vpc_id)
 
 
 def _delete_internet_gateway(self: Any, account_id: str, region_name: str) -> None:

@@ -21,8 +21,7 @@ from infra_support import ADMIN_CIDR, INFRA_DIR, fresh_moto
 
 pytestmark = [
     pytest.mark.skipif(
-        os.environ.get("HEALTHPREDICT_INFRA_TEST_CDK_CLI") != "1"
-        or not shutil.which("npx"),
+        os.environ.get("HEALTHPREDICT_INFRA_TEST_CDK_CLI") != "1" or not shutil.which("npx"),
         reason="set HEALTHPREDICT_INFRA_TEST_CDK_CLI=1 (needs npx and the npm registry)",
     ),
     pytest.mark.filterwarnings("ignore:Tried to parse .* not supported by moto"),
@@ -65,7 +64,9 @@ def test_cdk_cli_deploy_then_teardown(moto_endpoint: str, tmp_path: Path) -> Non
     _run(deploy, env)
     _assert_deployed(session, moto_endpoint)
 
-    teardown = [sys.executable, "-m", "healthpredict_infra.teardown", "--region", "us-east-1", "--yes"]  # fmt: skip
+    teardown = [
+        sys.executable, "-m", "healthpredict_infra.teardown", "--region", "us-east-1", "--yes",
+    ]  # fmt: skip
     output = _run(teardown, env)
     assert "stopping instance" in output
     assert "nothing left behind" in output
@@ -93,6 +94,4 @@ def _assert_deployed(session: Any, endpoint: str) -> None:
     assert stack["StackStatus"] == "CREATE_COMPLETE"
     ec2 = session.client("ec2", endpoint_url=endpoint)
     reservations = ec2.describe_instances()["Reservations"]
-    assert [i["State"]["Name"] for r in reservations for i in r["Instances"]] == [
-        "running"
-    ]
+    assert [i["State"]["Name"] for r in reservations for i in r["Instances"]] == ["running"]

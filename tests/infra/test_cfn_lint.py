@@ -13,9 +13,5 @@ def test_template_passes_cfn_lint(any_stack: Synthesized) -> None:
     errors = [m for m in matches if m.rule.id.startswith("E")]
     assert errors == [], "\n".join(str(m) for m in errors)
     # The only tolerated warning: literal AZs, which the pinned test variant asks for.
-    others = [
-        m
-        for m in matches
-        if m.rule.id not in {"W3010"} and not m.rule.id.startswith("I")
-    ]
+    others = [m for m in matches if m.rule.id not in {"W3010"} and not m.rule.id.startswith("I")]
     assert others == [], "\n".join(str(m) for m in others)

@@ -27,9 +27,7 @@ def test_price_table_documents_region_and_date(prices: dict) -> None:
 
 
 def test_default_stack_left_running(prices: dict) -> None:
-    usage = Usage(
-        instance_type="t3.large", root_volume_gb=40, flow_logs=False, region="us-east-1"
-    )
+    usage = Usage(instance_type="t3.large", root_volume_gb=40, flow_logs=False, region="us-east-1")
     items = line_items(usage, prices)
     running = sum(item.cost(730) for item in items)
     stopped = sum(item.cost(0) for item in items)
@@ -39,9 +37,7 @@ def test_default_stack_left_running(prices: dict) -> None:
 
 
 def test_flow_logs_add_a_line(prices: dict) -> None:
-    base = Usage(
-        instance_type="t3.large", root_volume_gb=40, flow_logs=False, region="us-east-1"
-    )
+    base = Usage(instance_type="t3.large", root_volume_gb=40, flow_logs=False, region="us-east-1")
     with_logs = Usage(
         instance_type="t3.large", root_volume_gb=40, flow_logs=True, region="us-east-1"
     )
@@ -49,17 +45,13 @@ def test_flow_logs_add_a_line(prices: dict) -> None:
 
 
 def test_unknown_instance_type_is_a_clear_error(prices: dict) -> None:
-    usage = Usage(
-        instance_type="x9.large", root_volume_gb=40, flow_logs=False, region="us-east-1"
-    )
-    with pytest.raises(ConfigError, match="no price for instance type x9.large"):
+    usage = Usage(instance_type="x9.large", root_volume_gb=40, flow_logs=False, region="us-east-1")
+    with pytest.raises(ConfigError, match=r"no price for instance type x9\.large"):
         line_items(usage, prices)
 
 
 def test_render_shows_scenarios_and_teardown(prices: dict) -> None:
-    usage = Usage(
-        instance_type="t3.large", root_volume_gb=40, flow_logs=False, region="eu-west-1"
-    )
+    usage = Usage(instance_type="t3.large", root_volume_gb=40, flow_logs=False, region="eu-west-1")
     text = render(usage, prices, hours_per_day=4)
     assert "running 24/7 (730 h)" in text and "stopped" in text
     assert "After `make infra-down` (teardown): 0.00" in text

@@ -24,9 +24,7 @@ from healthpredict_infra.teardown import Clients, teardown
 from infra_support import ADMIN_CIDR, REGION, Synthesized, fresh_moto
 from moto.cloudformation.parsing import get_model_map
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Tried to parse .* not supported by moto"
-)
+pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse .* not supported by moto")
 
 NOT_EMULATED = {
     "AWS::S3::BucketPolicy",
@@ -74,9 +72,7 @@ def deployment(request: pytest.FixtureRequest, moto_endpoint: str) -> Deployment
         TemplateBody=json.dumps(stack.template),
         Capabilities=["CAPABILITY_IAM"],
     )
-    cfn.get_waiter("stack_create_complete").wait(
-        StackName=name, WaiterConfig={"Delay": 1}
-    )
+    cfn.get_waiter("stack_create_complete").wait(StackName=name, WaiterConfig={"Delay": 1})
     described = cfn.describe_stacks(StackName=name)["Stacks"][0]
     summaries = cfn.list_stack_resources(StackName=name)["StackResourceSummaries"]
     physical = {
@@ -114,10 +110,7 @@ def test_outputs(deployment: Deployment) -> None:
     assert outputs["InstanceId"] == deployment.physical_id("AWS::EC2::Instance")
     assert outputs["BucketName"] == deployment.physical_id("AWS::S3::Bucket")
     repository = deployment.stack.config.repository_name
-    assert (
-        outputs["RepositoryUri"]
-        == f"123456789012.dkr.ecr.{REGION}.amazonaws.com/{repository}"
-    )
+    assert outputs["RepositoryUri"] == f"123456789012.dkr.ecr.{REGION}.amazonaws.com/{repository}"
     # moto gives the instance no public DNS name, so CloudFormation drops that output here.
 
 
@@ -126,17 +119,13 @@ def test_network(deployment: Deployment) -> None:
     vpc_id = deployment.physical_id("AWS::EC2::VPC")
     (vpc,) = ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"]
     assert vpc["CidrBlock"] == deployment.stack.config.vpc_cidr
-    subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])[
-        "Subnets"
-    ]
+    subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
     assert len(subnets) == 2
     assert ec2.describe_nat_gateways()["NatGateways"] == []
     (igw,) = ec2.describe_internet_gateways(
         Filters=[{"Name": "attachment.vpc-id", "Values": [vpc_id]}]
     )["InternetGateways"]
-    assert igw["InternetGatewayId"] == deployment.physical_id(
-        "AWS::EC2::InternetGateway"
-    )
+    assert igw["InternetGatewayId"] == deployment.physical_id("AWS::EC2::InternetGateway")
     flow_logs = ec2.describe_flow_logs()["FlowLogs"]
     assert len(flow_logs) == (1 if deployment.stack.config.flow_logs else 0)
 
@@ -151,9 +140,7 @@ def test_security_group_admits_only_the_admin_cidr(deployment: Deployment) -> No
         assert permission["Ipv6Ranges"] == []
         ports.add(permission["FromPort"])
     config = deployment.stack.config
-    assert ports == set(config.service_ports) | (
-        {22} if config.key_pair_name else set()
-    )
+    assert ports == set(config.service_ports) | ({22} if config.key_pair_name else set())
 
 
 def test_instance(deployment: Deployment) -> None:
@@ -170,9 +157,7 @@ def test_instance(deployment: Deployment) -> None:
     # The AMI came from the Amazon Linux 2023 SSM parameter, resolved at deploy time.
     assert instance["ImageId"].startswith("ami-")
     profile = deployment.physical_id("AWS::IAM::InstanceProfile")
-    assert instance["IamInstanceProfile"]["Arn"].endswith(
-        f":instance-profile/{profile}"
-    )
+    assert instance["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{profile}")
     (root,) = instance["BlockDeviceMappings"]
     (volume,) = ec2.describe_volumes(VolumeIds=[root["Ebs"]["VolumeId"]])["Volumes"]
     assert (volume["Encrypted"], volume["VolumeType"], volume["Size"]) == (
@@ -180,26 +165,22 @@ def test_instance(deployment: Deployment) -> None:
         "gp3",
         config.root_volume_gb,
     )
-    user_data = ec2.describe_instance_attribute(
-        InstanceId=instance_id, Attribute="userData"
-    )
+    user_data = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
     assert user_data["UserData"]["Value"], "user data reached the instance"
 
 
 def test_bucket(deployment: Deployment) -> None:
     s3 = deployment.client("s3")
     bucket = deployment.physical_id("AWS::S3::Bucket")
-    rules = s3.get_bucket_encryption(Bucket=bucket)[
-        "ServerSideEncryptionConfiguration"
-    ]["Rules"]
+    rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
     assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
 
 
 def test_repository(deployment: Deployment) -> None:
     ecr = deployment.client("ecr")
-    (repo,) = ecr.describe_repositories(
-        repositoryNames=[deployment.stack.config.repository_name]
-    )["repositories"]
+    (repo,) = ecr.describe_repositories(repositoryNames=[deployment.stack.config.repository_name])[
+        "repositories"
+    ]
     assert repo["imageTagMutability"] == "IMMUTABLE"
 
 
@@ -214,7 +195,9 @@ def test_instance_role_policy(deployment: Deployment) -> None:
         "PolicyDocument"
     ]
     bucket_arn = f"arn:aws:s3:::{deployment.physical_id('AWS::S3::Bucket')}"
-    repo_arn = f"arn:aws:ecr:{REGION}:123456789012:repository/{deployment.stack.config.repository_name}"
+    repo_arn = (
+        f"arn:aws:ecr:{REGION}:123456789012:repository/{deployment.stack.config.repository_name}"
+    )
     resources = {json.dumps(s["Resource"]) for s in document["Statement"]}
     assert resources == {
         json.dumps(bucket_arn),
@@ -244,9 +227,7 @@ def test_teardown_leaves_nothing(deployment: Deployment) -> None:
         },
         "layers": [],
     }
-    ecr.put_image(
-        repositoryName=repository, imageManifest=json.dumps(manifest), imageTag="v1"
-    )
+    ecr.put_image(repositoryName=repository, imageManifest=json.dumps(manifest), imageTag="v1")
 
     clients = Clients.create(deployment.session, deployment.endpoint)
     log: list[str] = []
@@ -265,19 +246,13 @@ def _assert_nothing_left(deployment: Deployment) -> None:
     )
     with pytest.raises(ClientError, match="does not exist"):
         cfn.describe_stacks(StackName=deployment.name)
-    vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["false"]}])[
-        "Vpcs"
-    ]
+    vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["false"]}])["Vpcs"]
     assert vpcs == []
     assert ec2.describe_internet_gateways()["InternetGateways"] == []
-    assert [
-        g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]
-    ] == ["default"]
+    assert [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]] == ["default"]
     assert ec2.describe_flow_logs()["FlowLogs"] == []
     states = {
-        i["State"]["Name"]
-        for r in ec2.describe_instances()["Reservations"]
-        for i in r["Instances"]
+        i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
     }
     assert states <= {"terminated"}
     assert [v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]] == []

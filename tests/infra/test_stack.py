@@ -43,9 +43,7 @@ def test_vpc_has_public_subnets_only_and_no_nat(any_stack: Synthesized) -> None:
     assert len(subnets) == 2
     assert all(s["Properties"]["MapPublicIpOnLaunch"] is True for s in subnets)
     routes = any_stack.resources("AWS::EC2::Route").values()
-    assert all("GatewayId" in r["Properties"] for r in routes), (
-        "every route goes to the IGW"
-    )
+    assert all("GatewayId" in r["Properties"] for r in routes), "every route goes to the IGW"
 
 
 def test_flow_logs_are_optional(default: Synthesized, full: Synthesized) -> None:
@@ -67,8 +65,7 @@ def test_ingress_only_from_admin_cidr_never_the_world(any_stack: Synthesized) ->
         for rule in group["Properties"].get("SecurityGroupIngress", [])
     ]
     rules += [
-        r["Properties"]
-        for r in any_stack.resources("AWS::EC2::SecurityGroupIngress").values()
+        r["Properties"] for r in any_stack.resources("AWS::EC2::SecurityGroupIngress").values()
     ]
     assert rules, "the service ports must be reachable from the admin CIDR"
     for rule in rules:
@@ -81,16 +78,12 @@ def test_ingress_only_from_admin_cidr_never_the_world(any_stack: Synthesized) ->
 def test_ssh_only_with_a_key_pair(default: Synthesized, full: Synthesized) -> None:
     def ports(stack: Synthesized) -> set[int]:
         group = stack.only("AWS::EC2::SecurityGroup")
-        return {
-            rule["FromPort"] for rule in group["Properties"]["SecurityGroupIngress"]
-        }
+        return {rule["FromPort"] for rule in group["Properties"]["SecurityGroupIngress"]}
 
     assert ports(default) == set(default.config.service_ports), "SSM-only: SSH closed"
     assert ports(full) == {22, *full.config.service_ports}
     assert "KeyName" not in default.only("AWS::EC2::Instance")["Properties"]
-    full.assertions.has_resource_properties(
-        "AWS::EC2::Instance", {"KeyName": "hp-admin"}
-    )
+    full.assertions.has_resource_properties("AWS::EC2::Instance", {"KeyName": "hp-admin"})
 
 
 # --- instance ----------------------------------------------------------------
@@ -156,11 +149,7 @@ def test_bucket_versioned_encrypted_private_and_retained(
                     "VersioningConfiguration": {"Status": "Enabled"},
                     "BucketEncryption": {
                         "ServerSideEncryptionConfiguration": [
-                            {
-                                "ServerSideEncryptionByDefault": {
-                                    "SSEAlgorithm": "AES256"
-                                }
-                            }
+                            {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
                         ]
                     },
                     "PublicAccessBlockConfiguration": {
@@ -177,9 +166,7 @@ def test_bucket_versioned_encrypted_private_and_retained(
 
 
 def test_bucket_lifecycle_expires_old_versions(any_stack: Synthesized) -> None:
-    rules = any_stack.only("AWS::S3::Bucket")["Properties"]["LifecycleConfiguration"][
-        "Rules"
-    ]
+    rules = any_stack.only("AWS::S3::Bucket")["Properties"]["LifecycleConfiguration"]["Rules"]
     (rule,) = rules
     assert rule["Status"] == "Enabled"
     assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
@@ -187,18 +174,14 @@ def test_bucket_lifecycle_expires_old_versions(any_stack: Synthesized) -> None:
 
 
 def test_bucket_policy_enforces_tls(any_stack: Synthesized) -> None:
-    statements = any_stack.only("AWS::S3::BucketPolicy")["Properties"][
-        "PolicyDocument"
-    ]["Statement"]
+    statements = any_stack.only("AWS::S3::BucketPolicy")["Properties"]["PolicyDocument"][
+        "Statement"
+    ]
     deny = [s for s in statements if s["Effect"] == "Deny"]
-    assert any(
-        s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in deny
-    )
+    assert any(s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in deny)
 
 
-def test_bucket_name_is_configurable_or_generated(
-    default: Synthesized, full: Synthesized
-) -> None:
+def test_bucket_name_is_configurable_or_generated(default: Synthesized, full: Synthesized) -> None:
     assert "BucketName" not in default.only("AWS::S3::Bucket")["Properties"]
     full.assertions.has_resource_properties(
         "AWS::S3::Bucket", {"BucketName": FULL_CONTEXT["bucket_name"]}
@@ -232,9 +215,7 @@ def test_instance_role_is_ec2_only_with_ssm_core(any_stack: Synthesized) -> None
     (statement,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert statement["Principal"] == {"Service": "ec2.amazonaws.com"}
     (managed,) = role["Properties"]["ManagedPolicyArns"]
-    assert json.dumps(managed).endswith(
-        ':iam::aws:policy/AmazonSSMManagedInstanceCore"]]}'
-    )
+    assert json.dumps(managed).endswith(':iam::aws:policy/AmazonSSMManagedInstanceCore"]]}')
 
 
 def test_instance_policy_scoped_to_bucket_and_repository(
@@ -248,15 +229,11 @@ def test_instance_policy_scoped_to_bucket_and_repository(
         for p in any_stack.resources("AWS::IAM::Policy").values()
         if _ref_ids(p["Properties"]["Roles"]) == {role_id}
     ]
-    statements = [
-        s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]
-    ]
+    statements = [s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]]
     assert statements
     for statement in statements:
         actions = (
-            statement["Action"]
-            if isinstance(statement["Action"], list)
-            else [statement["Action"]]
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         )
         assert statement["Effect"] == "Allow"
         assert not any(a == "*" or a.endswith(":*") for a in actions), actions
@@ -279,17 +256,13 @@ def test_idle_alarm_stops_the_instance(any_stack: Synthesized) -> None:
     actions = [json.dumps(action) for action in alarm["AlarmActions"]]
     assert any(":automate:us-east-1:ec2:stop" in action for action in actions), actions
     assert alarm["Namespace"] == "AWS/EC2" and alarm["MetricName"] == "CPUUtilization"
-    assert alarm["Dimensions"] == [
-        {"Name": "InstanceId", "Value": {"Ref": instance_id}}
-    ]
+    assert alarm["Dimensions"] == [{"Name": "InstanceId", "Value": {"Ref": instance_id}}]
     assert alarm["ComparisonOperator"] == "LessThanThreshold"
     assert alarm["Threshold"] == any_stack.config.idle_cpu_percent
     # idle_hours of consecutive 5-minute datapoints.
     assert alarm["Period"] == 300
     assert (
-        alarm["EvaluationPeriods"]
-        == alarm["DatapointsToAlarm"]
-        == 12 * any_stack.config.idle_hours
+        alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == 12 * any_stack.config.idle_hours
     )
     assert alarm["TreatMissingData"] == "notBreaching"
 
@@ -303,25 +276,17 @@ def test_budget_with_alerts(any_stack: Synthesized) -> None:
     }
     assert budget["Budget"]["BudgetType"] == "COST"
     assert budget["Budget"]["TimeUnit"] == "MONTHLY"
-    kinds = {
-        n["Notification"]["NotificationType"]
-        for n in budget["NotificationsWithSubscribers"]
-    }
+    kinds = {n["Notification"]["NotificationType"] for n in budget["NotificationsWithSubscribers"]}
     assert kinds == {"ACTUAL", "FORECASTED"}
     for notification in budget["NotificationsWithSubscribers"]:
         assert notification["Subscribers"] == [
             {"SubscriptionType": "SNS", "Address": {"Ref": topic_id}}
         ]
     policy = any_stack.only("AWS::SNS::TopicPolicy")["Properties"]["PolicyDocument"]
-    assert any(
-        s["Principal"] == {"Service": "budgets.amazonaws.com"}
-        for s in policy["Statement"]
-    )
+    assert any(s["Principal"] == {"Service": "budgets.amazonaws.com"} for s in policy["Statement"])
 
 
-def test_alert_email_subscribes_to_topic(
-    default: Synthesized, full: Synthesized
-) -> None:
+def test_alert_email_subscribes_to_topic(default: Synthesized, full: Synthesized) -> None:
     default.assertions.resource_count_is("AWS::SNS::Subscription", 0)
     full.assertions.has_resource_properties(
         "AWS::SNS::Subscription",
@@ -345,9 +310,7 @@ def test_outputs(any_stack: Synthesized) -> None:
         assert name in outputs, name
     instance_id = _logical_id(any_stack, "AWS::EC2::Instance")
     assert outputs["InstanceId"]["Value"] == {"Ref": instance_id}
-    assert outputs["PublicDnsName"]["Value"] == {
-        "Fn::GetAtt": [instance_id, "PublicDnsName"]
-    }
+    assert outputs["PublicDnsName"]["Value"] == {"Fn::GetAtt": [instance_id, "PublicDnsName"]}
     assert "dkr.ecr" in json.dumps(outputs["RepositoryUri"]["Value"])
 
 
@@ -357,9 +320,7 @@ def test_deployable_without_bootstrap(any_stack: Synthesized) -> None:
     assert "Rules" not in template
     types = {r["Type"] for r in template["Resources"].values()}
     assert not {t for t in types if t.startswith(("Custom::", "AWS::Lambda::"))}
-    assert not list(any_stack.assembly_dir.glob("*.assets.json")), (
-        "no file or image assets"
-    )
+    assert not list(any_stack.assembly_dir.glob("*.assets.json")), "no file or image assets"
     assert not list(any_stack.assembly_dir.glob("asset.*"))
     # Without a bootstrap bucket CloudFormation takes the template inline: 51,200 bytes max.
     assert len(json.dumps(template)) < 51_200

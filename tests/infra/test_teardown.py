@@ -8,9 +8,7 @@ import pytest
 from healthpredict_infra.teardown import Clients, main, teardown
 from infra_support import Synthesized, fresh_moto
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Tried to parse .* not supported by moto"
-)
+pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse .* not supported by moto")
 
 
 def test_retained_storage_found_by_tag_after_plain_stack_delete(
@@ -66,6 +64,31 @@ def test_nothing_deployed_is_a_clean_no_op(
         )
     assert code == 0
     assert "nothing left behind" in capsys.readouterr().out
+
+
+def test_stop_only_stops_and_keeps_everything(
+    default: Synthesized, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make infra-stop`: the instance stops, the stack and its storage stay."""
+    session = fresh_moto(moto_endpoint)
+    cfn = session.client("cloudformation", endpoint_url=moto_endpoint)
+    name = default.config.stack_name
+    cfn.create_stack(
+        StackName=name,
+        TemplateBody=json.dumps(default.template),
+        Capabilities=["CAPABILITY_IAM"],
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    args = ["--stack-name", name, "--region", "us-east-1", "--endpoint-url", moto_endpoint]
+    assert main([*args, "--stop-only"]) == 0
+
+    ec2 = session.client("ec2", endpoint_url=moto_endpoint)
+    reservations = ec2.describe_instances()["Reservations"]
+    assert [i["State"]["Name"] for r in reservations for i in r["Instances"]] == ["stopped"]
+    assert cfn.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    assert main([*args, "--yes"]) == 0  # and clean up
 
 
 def test_refuses_without_confirmation(monkeypatch: pytest.MonkeyPatch) -> None:

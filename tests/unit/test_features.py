@@ -9,6 +9,7 @@ import sklearn
 
 from healthpredict.data.prepare import TARGET, clean
 from healthpredict.data.pseudonym import PATIENT_KEY, pseudonymise
+from healthpredict.data.timeline import patient_groups
 from healthpredict.data.validate import validate_raw
 from healthpredict.features import EncounterFeatures, build_preprocessor, icd9_group
 from healthpredict.modeling.train import features_of
@@ -47,7 +48,7 @@ def test_derived_features(prepared: pd.DataFrame) -> None:
 def _fit(prepared: pd.DataFrame, linear: bool = False) -> sklearn.pipeline.Pipeline:
     preprocessor = build_preprocessor(linear=linear, min_category_count=5)
     with sklearn.config_context(enable_metadata_routing=True):
-        preprocessor.fit(features_of(prepared), prepared[TARGET], groups=prepared[PATIENT_KEY])
+        preprocessor.fit(features_of(prepared), prepared[TARGET], groups=patient_groups(prepared[PATIENT_KEY]))
     return preprocessor
 
 

@@ -26,6 +26,7 @@ from sklearn.pipeline import Pipeline
 from healthpredict.data.prepare import TARGET
 from healthpredict.data.pseudonym import PATIENT_KEY
 from healthpredict.data.schema import FEATURE_COLUMNS
+from healthpredict.data.timeline import patient_groups
 from healthpredict.features import build_preprocessor
 
 
@@ -101,6 +102,6 @@ def fit_model(
     pipeline = build_pipeline(kind, params, cv_folds, seed)
     started = time.perf_counter()
     with sklearn.config_context(enable_metadata_routing=True):
-        pipeline.fit(features_of(train), train[TARGET], groups=train[PATIENT_KEY])
+        pipeline.fit(features_of(train), train[TARGET], groups=patient_groups(train[PATIENT_KEY]))
     elapsed = time.perf_counter() - started
     return TrainedModel(kind, pipeline, params, len(train), elapsed)
