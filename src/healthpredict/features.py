@@ -36,15 +36,38 @@ _ICD9_GROUPS: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = (
     ("infectious", ((1, 139),)),
 )
 NUMERIC_FEATURES = (
-    "age_years", "time_in_hospital", "num_lab_procedures", "num_procedures", "num_medications",
-    *UTILISATION_COLUMNS, "number_diagnoses", "prior_visits", "meds_active", "meds_changed",
-    "meds_up", "meds_down", "diabetes_diagnoses", "weight_recorded",
-)  # fmt: skip
+    "age_years",
+    "time_in_hospital",
+    "num_lab_procedures",
+    "num_procedures",
+    "num_medications",
+    *UTILISATION_COLUMNS,
+    "number_diagnoses",
+    "prior_visits",
+    "meds_active",
+    "meds_changed",
+    "meds_up",
+    "meds_down",
+    "diabetes_diagnoses",
+    "weight_recorded",
+)
 LOW_CARDINALITY = (
-    "race", "gender", "admission_type_id", "discharge_disposition_id", "admission_source_id",
-    "payer_code", "max_glu_serum", "a1c_result", "change", "diabetes_med", "insulin",
-    "metformin", "diag_1_group", "diag_2_group", "diag_3_group",
-)  # fmt: skip
+    "race",
+    "gender",
+    "admission_type_id",
+    "discharge_disposition_id",
+    "admission_source_id",
+    "payer_code",
+    "max_glu_serum",
+    "a1c_result",
+    "change",
+    "diabetes_med",
+    "insulin",
+    "metformin",
+    "diag_1_group",
+    "diag_2_group",
+    "diag_3_group",
+)
 HIGH_CARDINALITY = ("medical_specialty", "diag_1_code", "diag_2_code", "diag_3_code")
 
 
@@ -63,7 +86,7 @@ def icd9_group(code: object) -> str:
     return "other"
 
 
-class EncounterFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+class EncounterFeatures(TransformerMixin, BaseEstimator):
     """Derive clinical features from raw encounter columns (stateless, so fit learns nothing)."""
 
     def fit(self, frame: pd.DataFrame, target: object = None) -> EncounterFeatures:

@@ -22,8 +22,12 @@ def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     # Throwaway credentials for the emulator; fsspec/s3fs find the endpoint through botocore.
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():  # fmt: skip
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }.items():
         monkeypatch.setenv(name, value)
     try:
         yield endpoint
@@ -41,5 +45,5 @@ def test_s3_zip_is_read(s3_endpoint: str, raw_zip: Path, raw_frame: pd.DataFrame
 
 def test_s3_missing_object(s3_endpoint: str) -> None:
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="hp-empty")
-    with pytest.raises(DataSourceError, match="s3://hp-empty/nothing.zip"):
+    with pytest.raises(DataSourceError, match=r"s3://hp-empty/nothing\.zip"):
         open_raw("s3://hp-empty/nothing.zip")

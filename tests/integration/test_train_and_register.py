@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from healthpredict.data.prepare import TARGET
 from healthpredict.data.timeline import load_manifest, load_test_window
-from healthpredict.modeling.registry import CHAMPION, CHALLENGER, load_pipeline
+from healthpredict.modeling.registry import CHALLENGER, CHAMPION, load_pipeline
 from healthpredict.modeling.train import features_of
 from healthpredict.pipelines.prepare_data import prepare_data
 from healthpredict.pipelines.train_and_register import train_and_register
@@ -53,13 +53,22 @@ def test_run_holds_params_metrics_plots_and_manifest(trained: tuple[Settings, ob
     mlflow.set_tracking_uri(settings.tracking_uri)
     client = MlflowClient()
     run = client.get_run(summary.registered.run_id)  # type: ignore[attr-defined]
-    assert {"test_roc_auc", "test_pr_auc", "test_brier", "test_ece", "test_roc_auc_ci_low"} <= set(run.data.metrics)
+    assert {"test_roc_auc", "test_pr_auc", "test_brier", "test_ece", "test_roc_auc_ci_low"} <= set(
+        run.data.metrics
+    )
     assert run.data.params["lightgbm.learning_rate"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-    assert {"evaluation/roc.png", "evaluation/calibration.png", "evaluation/precision_recall.png",
-            "evaluation/feature_importance.png", "evaluation/evaluation.json"} <= artifacts  # fmt: skip
+    assert {
+        "evaluation/roc.png",
+        "evaluation/calibration.png",
+        "evaluation/precision_recall.png",
+        "evaluation/feature_importance.png",
+        "evaluation/evaluation.json",
+    } <= artifacts
     assert client.list_artifacts(run.info.run_id, "data")[0].path == "data/manifest.json"
-    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    children = client.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
     assert [c.info.run_name for c in children] == ["logistic-baseline"]
 
 
@@ -87,7 +96,12 @@ def test_second_model_is_a_challenger_not_a_new_champion(trained: tuple[Settings
     client = MlflowClient()
     champion = client.get_model_version_by_alias(settings.model_name, CHAMPION)
     assert str(champion.version) == first.registered.version  # type: ignore[attr-defined]
-    assert "gate" in client.get_model_version(settings.model_name, second.registered.version).tags["promotion_reason"]
+    assert (
+        "gate"
+        in client.get_model_version(settings.model_name, second.registered.version).tags[
+            "promotion_reason"
+        ]
+    )
 
 
 def test_weak_first_model_gets_no_alias(tmp_path: Path) -> None:

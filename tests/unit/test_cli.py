@@ -11,8 +11,16 @@ from typer.testing import CliRunner
 from healthpredict.cli import app
 
 runner = CliRunner()
-COMMANDS = [[], ["data"], ["data", "contract"], ["data", "validate"], ["data", "prepare"],
-            ["train"], ["demo"], ["config"]]  # fmt: skip
+COMMANDS = [
+    [],
+    ["data"],
+    ["data", "contract"],
+    ["data", "validate"],
+    ["data", "prepare"],
+    ["train"],
+    ["demo"],
+    ["config"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -42,7 +50,11 @@ def test_validate_good_extract(raw_csv: Path) -> None:
     ],
 )
 def test_bad_extract_fails_prepare_and_writes_nothing(
-    tmp_path: Path, raw_frame: pd.DataFrame, mutate: object, message: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    raw_frame: pd.DataFrame,
+    mutate: object,
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     bad = tmp_path / "bad.csv"
     mutate(raw_frame).to_csv(bad, index=False)  # type: ignore[operator]
@@ -64,7 +76,9 @@ def test_invalid_setting_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 1 and "n_batches" in result.output
 
 
-def test_train_without_prepared_data_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_without_prepared_data_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HEALTHPREDICT_DATA_DIR", str(tmp_path / "data"))
     result = runner.invoke(app, ["train"])
     assert result.exit_code == 1 and "healthpredict data prepare" in result.output

@@ -27,7 +27,7 @@ def test_none_stays_a_category_and_question_mark_is_missing(raw_frame: pd.DataFr
 
 
 def test_missing_column_is_named(raw_frame: pd.DataFrame) -> None:
-    with pytest.raises(ContractError, match="missing column.*num_medications"):
+    with pytest.raises(ContractError, match=r"missing column.*num_medications"):
         validate_raw(raw_frame.drop(columns=["num_medications"]))
 
 

@@ -24,20 +24,30 @@ def scored() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     labels = (rng.random(3000) < 0.12).astype(int)
     # Rounded scores create ties, which both AUCs must handle as scikit-learn does.
-    scores = np.clip(0.1 + 0.15 * labels * rng.random(3000) + 0.08 * rng.standard_normal(3000), 0, 1)
+    scores = np.clip(
+        0.1 + 0.15 * labels * rng.random(3000) + 0.08 * rng.standard_normal(3000), 0, 1
+    )
     return labels, scores.round(2)
 
 
 @pytest.mark.parametrize("weighted", [False, True])
 def test_metrics_equal_scikit_learn(scored: tuple[np.ndarray, np.ndarray], weighted: bool) -> None:
     labels, scores = scored
-    weights = np.random.default_rng(1).integers(0, 4, len(labels)).astype(float) if weighted else np.ones(len(labels))
+    weights = (
+        np.random.default_rng(1).integers(0, 4, len(labels)).astype(float)
+        if weighted
+        else np.ones(len(labels))
+    )
     sample = ScoredSample.build(labels, scores, 0.1)
-    assert roc_auc(sample, weights) == pytest.approx(roc_auc_score(labels, scores, sample_weight=weights))
+    assert roc_auc(sample, weights) == pytest.approx(
+        roc_auc_score(labels, scores, sample_weight=weights)
+    )
     assert average_precision(sample, weights) == pytest.approx(
         average_precision_score(labels, scores, sample_weight=weights)
     )
-    assert brier(sample, weights) == pytest.approx(brier_score_loss(labels, scores, sample_weight=weights))
+    assert brier(sample, weights) == pytest.approx(
+        brier_score_loss(labels, scores, sample_weight=weights)
+    )
 
 
 def test_calibration_error_and_top_risk_by_hand() -> None:
@@ -68,9 +78,13 @@ def test_report_intervals_and_subgroups(scored: tuple[np.ndarray, np.ndarray]) -
     labels, scores = scored
     rng = np.random.default_rng(2)
     groups = pd.Series(rng.integers(0, 2000, len(labels)))
-    attributes = pd.DataFrame({"age": rng.choice(["[50-60)", "[60-70)"], len(labels)),
-                               "gender": rng.choice(["Female", "Male"], len(labels)),
-                               "race": rng.choice(["Asian", None], len(labels))})  # fmt: skip
+    attributes = pd.DataFrame(
+        {
+            "age": rng.choice(["[50-60)", "[60-70)"], len(labels)),
+            "gender": rng.choice(["Female", "Male"], len(labels)),
+            "race": rng.choice(["Asian", None], len(labels)),
+        }
+    )
     report = evaluate_predictions(pd.Series(labels), scores, groups, attributes, rounds=100)
     for interval in report.metrics.values():
         assert interval.low <= interval.estimate <= interval.high

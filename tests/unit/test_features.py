@@ -24,11 +24,22 @@ def prepared() -> pd.DataFrame:
 
 @pytest.mark.parametrize(
     ("code", "group"),
-    [("250.83", "diabetes"), ("250", "diabetes"), ("428", "circulatory"), ("785", "circulatory"),
-     ("486", "respiratory"), ("8", "infectious"), ("V57", "external_or_supplementary"),
-     ("E909", "external_or_supplementary"), ("820.1", "injury"), ("174", "neoplasms"),
-     ("296", "mental"), ("780", "other"), (None, "missing")],
-)  # fmt: skip
+    [
+        ("250.83", "diabetes"),
+        ("250", "diabetes"),
+        ("428", "circulatory"),
+        ("785", "circulatory"),
+        ("486", "respiratory"),
+        ("8", "infectious"),
+        ("V57", "external_or_supplementary"),
+        ("E909", "external_or_supplementary"),
+        ("820.1", "injury"),
+        ("174", "neoplasms"),
+        ("296", "mental"),
+        ("780", "other"),
+        (None, "missing"),
+    ],
+)
 def test_icd9_groups(code: str | None, group: str) -> None:
     assert icd9_group(code) == group
 
@@ -48,12 +59,16 @@ def test_derived_features(prepared: pd.DataFrame) -> None:
 def _fit(prepared: pd.DataFrame, linear: bool = False) -> sklearn.pipeline.Pipeline:
     preprocessor = build_preprocessor(linear=linear, min_category_count=5)
     with sklearn.config_context(enable_metadata_routing=True):
-        preprocessor.fit(features_of(prepared), prepared[TARGET], groups=patient_groups(prepared[PATIENT_KEY]))
+        preprocessor.fit(
+            features_of(prepared), prepared[TARGET], groups=patient_groups(prepared[PATIENT_KEY])
+        )
     return preprocessor
 
 
 @pytest.mark.parametrize("linear", [False, True])
-def test_unseen_and_missing_values_encode_without_error(prepared: pd.DataFrame, linear: bool) -> None:
+def test_unseen_and_missing_values_encode_without_error(
+    prepared: pd.DataFrame, linear: bool
+) -> None:
     preprocessor = _fit(prepared, linear)
     novel = features_of(prepared).head(3).copy()
     novel["medical_specialty"] = ["Astrology", None, "Cardiology"]

@@ -17,7 +17,9 @@ from healthpredict.data import source as source_module
 from healthpredict.data.source import DataSourceError, open_raw
 
 
-def test_csv_zip_and_file_url_read_the_same(raw_csv: Path, raw_zip: Path, raw_frame: pd.DataFrame) -> None:
+def test_csv_zip_and_file_url_read_the_same(
+    raw_csv: Path, raw_zip: Path, raw_frame: pd.DataFrame
+) -> None:
     from_csv = open_raw(str(raw_csv))
     from_zip = open_raw(str(raw_zip))
     from_url = open_raw(raw_zip.as_uri())
@@ -70,7 +72,7 @@ def test_zip_without_the_extract(tmp_path: Path) -> None:
     other = tmp_path / "other.zip"
     with zipfile.ZipFile(other, "w") as archive:
         archive.writestr("readme.txt", "hello")
-    with pytest.raises(DataSourceError, match="no diabetic_data.csv"):
+    with pytest.raises(DataSourceError, match=r"no diabetic_data\.csv"):
         open_raw(str(other))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +24,13 @@ from healthpredict.data.timeline import (
 from healthpredict.data.validate import validate_raw
 from tests.synthetic import make_raw_frame
 
-EXTRAS = {"source": "test", "source_sha256": "0" * 64, "config": {}, "validation": "", "cleaning": ""}
+EXTRAS = {
+    "source": "test",
+    "source_sha256": "0" * 64,
+    "config": {},
+    "validation": "",
+    "cleaning": "",
+}
 
 
 @pytest.fixture
@@ -38,7 +45,7 @@ def test_windows_cover_everything_once_in_time_order(ordered: pd.DataFrame) -> N
     assert len(cut.batches) == 4
     combined = pd.concat(pieces)
     assert list(combined[SEQUENCE]) == list(ordered[SEQUENCE])
-    assert all(p[SEQUENCE].iloc[-1] < q[SEQUENCE].iloc[0] for p, q in zip(pieces, pieces[1:]))
+    assert all(p[SEQUENCE].iloc[-1] < q[SEQUENCE].iloc[0] for p, q in itertools.pairwise(pieces))
     assert len(cut.initial) == round(len(ordered) * 0.5)
 
 
@@ -69,7 +76,9 @@ def test_round_trip_with_manifest(ordered: pd.DataFrame, tmp_path: Path) -> None
 
 
 def test_tampered_window_is_detected(ordered: pd.DataFrame, tmp_path: Path) -> None:
-    manifest = write_timeline(cut_timeline(ordered, 0.6, 2, 0.2), tmp_path / "p", EXTRAS, pd.DataFrame())
+    manifest = write_timeline(
+        cut_timeline(ordered, 0.6, 2, 0.2), tmp_path / "p", EXTRAS, pd.DataFrame()
+    )
     ordered.head(3).to_parquet(tmp_path / "p" / "batch_001.parquet")
     with pytest.raises(TimelineError, match="differs from the manifest"):
         load_window(tmp_path / "p", manifest, "batch_001")

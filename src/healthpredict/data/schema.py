@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """How a column's text is interpreted."""
 
     INTEGER = "integer"
@@ -26,10 +26,12 @@ class Kind(str, Enum):
 
 
 MISSING_TOKEN = "?"
-ICD9_PATTERN = re.compile(r"^(?:\d{1,3}(?:\.\d{1,2})?|V\d{1,2}(?:\.\d{1,2})?|E\d{3}(?:\.\d{1,2})?)$")
+ICD9_PATTERN = re.compile(
+    r"^(?:\d{1,3}(?:\.\d{1,2})?|V\d{1,2}(?:\.\d{1,2})?|E\d{3}(?:\.\d{1,2})?)$"
+)
 MEDICATION_STATES = ("No", "Steady", "Up", "Down")
 AGE_BANDS = tuple(f"[{lo}-{lo + 10})" for lo in range(0, 100, 10))
-WEIGHT_BANDS = tuple(f"[{lo}-{lo + 25})" for lo in range(0, 200, 25)) + (">200",)
+WEIGHT_BANDS = (*tuple(f"[{lo}-{lo + 25})" for lo in range(0, 200, 25)), ">200")
 
 
 @dataclass(frozen=True)
@@ -70,38 +72,91 @@ def _medication(raw_name: str) -> ColumnSpec:
 
 
 MEDICATIONS: tuple[str, ...] = (
-    "metformin", "repaglinide", "nateglinide", "chlorpropamide", "glimepiride", "acetohexamide",
-    "glipizide", "glyburide", "tolbutamide", "pioglitazone", "rosiglitazone", "acarbose",
-    "miglitol", "troglitazone", "tolazamide", "examide", "citoglipton", "insulin",
-    "glyburide-metformin", "glipizide-metformin", "glimepiride-pioglitazone",
-    "metformin-rosiglitazone", "metformin-pioglitazone",
-)  # fmt: skip
+    "metformin",
+    "repaglinide",
+    "nateglinide",
+    "chlorpropamide",
+    "glimepiride",
+    "acetohexamide",
+    "glipizide",
+    "glyburide",
+    "tolbutamide",
+    "pioglitazone",
+    "rosiglitazone",
+    "acarbose",
+    "miglitol",
+    "troglitazone",
+    "tolazamide",
+    "examide",
+    "citoglipton",
+    "insulin",
+    "glyburide-metformin",
+    "glipizide-metformin",
+    "glimepiride-pioglitazone",
+    "metformin-rosiglitazone",
+    "metformin-pioglitazone",
+)
 
 
 def _count(raw_name: str, maximum: int, description: str, minimum: int = 0) -> ColumnSpec:
-    return ColumnSpec(raw_name, raw_name, Kind.INTEGER, minimum=minimum, maximum=maximum,
-                      description=description)  # fmt: skip
+    return ColumnSpec(
+        raw_name, raw_name, Kind.INTEGER, minimum=minimum, maximum=maximum, description=description
+    )
 
 
 COLUMNS: tuple[ColumnSpec, ...] = (
-    ColumnSpec("encounter_id", "encounter_id", Kind.INTEGER, minimum=1, maximum=10**12,
-               description="unique encounter id; grows with time"),
-    ColumnSpec("patient_nbr", "patient_nbr", Kind.INTEGER, minimum=1, maximum=10**12,
-               description="patient id; several encounters per patient"),
-    ColumnSpec("race", "race", Kind.CATEGORY, nullable=True,
-               allowed=("Caucasian", "AfricanAmerican", "Hispanic", "Asian", "Other")),
-    ColumnSpec("gender", "gender", Kind.CATEGORY, allowed=("Female", "Male", "Unknown/Invalid"),
-               description="'Unknown/Invalid' passes the contract and is removed by cleaning"),
+    ColumnSpec(
+        "encounter_id",
+        "encounter_id",
+        Kind.INTEGER,
+        minimum=1,
+        maximum=10**12,
+        description="unique encounter id; grows with time",
+    ),
+    ColumnSpec(
+        "patient_nbr",
+        "patient_nbr",
+        Kind.INTEGER,
+        minimum=1,
+        maximum=10**12,
+        description="patient id; several encounters per patient",
+    ),
+    ColumnSpec(
+        "race",
+        "race",
+        Kind.CATEGORY,
+        nullable=True,
+        allowed=("Caucasian", "AfricanAmerican", "Hispanic", "Asian", "Other"),
+    ),
+    ColumnSpec(
+        "gender",
+        "gender",
+        Kind.CATEGORY,
+        allowed=("Female", "Male", "Unknown/Invalid"),
+        description="'Unknown/Invalid' passes the contract and is removed by cleaning",
+    ),
     ColumnSpec("age", "age", Kind.CATEGORY, allowed=AGE_BANDS, description="ten-year band"),
-    ColumnSpec("weight", "weight", Kind.CATEGORY, nullable=True, allowed=WEIGHT_BANDS,
-               description="pounds, 25-lb band; mostly missing"),
+    ColumnSpec(
+        "weight",
+        "weight",
+        Kind.CATEGORY,
+        nullable=True,
+        allowed=WEIGHT_BANDS,
+        description="pounds, 25-lb band; mostly missing",
+    ),
     _count("admission_type_id", 30, "coded admission type (IDs_mapping.csv)", minimum=1),
     _count("discharge_disposition_id", 40, "coded discharge disposition", minimum=1),
     _count("admission_source_id", 40, "coded admission source", minimum=1),
     _count("time_in_hospital", 14, "days in hospital (the extract keeps 1-14)", minimum=1),
     ColumnSpec("payer_code", "payer_code", Kind.TEXT, nullable=True, max_length=8),
-    ColumnSpec("medical_specialty", "medical_specialty", Kind.TEXT, nullable=True,
-               max_length=64, description="specialty of the admitting physician"),
+    ColumnSpec(
+        "medical_specialty",
+        "medical_specialty",
+        Kind.TEXT,
+        nullable=True,
+        max_length=64,
+        description="specialty of the admitting physician",
+    ),
     _count("num_lab_procedures", 300, "lab tests during the encounter"),
     _count("num_procedures", 50, "non-lab procedures during the encounter"),
     _count("num_medications", 200, "distinct generic drugs given"),
@@ -112,19 +167,44 @@ COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("diag_2", "diag_2", Kind.ICD9, nullable=True, description="secondary diagnosis"),
     ColumnSpec("diag_3", "diag_3", Kind.ICD9, nullable=True, description="additional diagnosis"),
     _count("number_diagnoses", 50, "diagnoses entered", minimum=1),
-    ColumnSpec("max_glu_serum", "max_glu_serum", Kind.CATEGORY,
-               allowed=("None", "Norm", ">200", ">300"), description="'None' = not measured"),
-    ColumnSpec("A1Cresult", "a1c_result", Kind.CATEGORY, allowed=("None", "Norm", ">7", ">8"),
-               description="'None' = not measured"),
+    ColumnSpec(
+        "max_glu_serum",
+        "max_glu_serum",
+        Kind.CATEGORY,
+        allowed=("None", "Norm", ">200", ">300"),
+        description="'None' = not measured",
+    ),
+    ColumnSpec(
+        "A1Cresult",
+        "a1c_result",
+        Kind.CATEGORY,
+        allowed=("None", "Norm", ">7", ">8"),
+        description="'None' = not measured",
+    ),
     *(_medication(drug) for drug in MEDICATIONS),
-    ColumnSpec("change", "change", Kind.CATEGORY, allowed=("No", "Ch"),
-               description="any diabetic medication changed"),
-    ColumnSpec("diabetesMed", "diabetes_med", Kind.CATEGORY, allowed=("No", "Yes"),
-               description="any diabetic medication prescribed"),
-)  # fmt: skip
+    ColumnSpec(
+        "change",
+        "change",
+        Kind.CATEGORY,
+        allowed=("No", "Ch"),
+        description="any diabetic medication changed",
+    ),
+    ColumnSpec(
+        "diabetesMed",
+        "diabetes_med",
+        Kind.CATEGORY,
+        allowed=("No", "Yes"),
+        description="any diabetic medication prescribed",
+    ),
+)
 
-LABEL = ColumnSpec("readmitted", "readmitted", Kind.CATEGORY, allowed=("NO", ">30", "<30"),
-                   description="readmission after discharge; the target is '<30'")  # fmt: skip
+LABEL = ColumnSpec(
+    "readmitted",
+    "readmitted",
+    Kind.CATEGORY,
+    allowed=("NO", ">30", "<30"),
+    description="readmission after discharge; the target is '<30'",
+)
 
 RAW_TO_NAME: dict[str, str] = {spec.raw_name: spec.name for spec in (*COLUMNS, LABEL)}
 ID_COLUMNS: tuple[str, ...] = ("encounter_id", "patient_nbr")

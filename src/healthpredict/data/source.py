@@ -80,7 +80,7 @@ def _read_bytes(location: str) -> bytes:
     if "://" in location:
         try:
             with fsspec.open(location, "rb") as handle:
-                return handle.read()  # type: ignore[no-any-return]
+                return bytes(handle.read())
         except FileNotFoundError as error:
             raise DataSourceError(f"{location}: not found") from error
         except Exception as error:  # fsspec backends raise many types; name the source.

@@ -9,10 +9,11 @@ and never overlaps the training window.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -108,8 +109,8 @@ def cut_timeline(
             the initial window.
     """
     n_rows = len(ordered)
-    n_initial = int(round(n_rows * initial_fraction))
-    n_test = int(round(n_rows * test_fraction))
+    n_initial = round(n_rows * initial_fraction)
+    n_test = round(n_rows * test_fraction)
     if n_initial + n_test > n_rows:
         raise TimelineError("the test window would overlap the initial training window")
     if n_initial < 1 or n_rows - n_initial < n_batches:
@@ -118,7 +119,7 @@ def cut_timeline(
             f"and {n_batches} non-empty batches"
         )
     boundaries = np.linspace(n_initial, n_rows, n_batches + 1).round().astype(int)
-    batches = [ordered.iloc[a:b].reset_index(drop=True) for a, b in zip(boundaries, boundaries[1:])]
+    batches = [ordered.iloc[a:b].reset_index(drop=True) for a, b in itertools.pairwise(boundaries)]
     test_start = int(ordered[SEQUENCE].iloc[n_rows - n_test])
     return Timeline(ordered.iloc[:n_initial].reset_index(drop=True), batches, test_start)
 
@@ -145,7 +146,7 @@ def write_timeline(
         windows = [_write_window(name, frame, staging) for name, frame in frames.items()]
         rejected.to_parquet(staging / "rejected.parquet", index=False)
         manifest = Manifest(
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             test_start_sequence=timeline.test_start_sequence,
             windows=windows,
             rejected_rows=len(rejected),
@@ -201,7 +202,9 @@ def load_window(directory: Path, manifest: Manifest, name: str) -> pd.DataFrame:
 
 def load_test_window(directory: Path, manifest: Manifest) -> pd.DataFrame:
     """The temporal test window: the newest encounters, from the batches that hold them."""
-    holding = [w.name for w in manifest.windows[1:] if w.last_sequence >= manifest.test_start_sequence]
+    holding = [
+        w.name for w in manifest.windows[1:] if w.last_sequence >= manifest.test_start_sequence
+    ]
     frame = pd.concat([load_window(directory, manifest, name) for name in holding])
     return frame[frame[SEQUENCE] >= manifest.test_start_sequence].reset_index(drop=True)
 

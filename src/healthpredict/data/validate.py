@@ -42,7 +42,9 @@ class ValidationReport:
 
     def summary(self) -> str:
         """One readable paragraph: counts, then violations per column."""
-        text = f"{self.n_rows:,} rows checked, {self.n_valid:,} valid, {self.n_rejected:,} set aside"
+        text = (
+            f"{self.n_rows:,} rows checked, {self.n_valid:,} valid, {self.n_rejected:,} set aside"
+        )
         if self.violations_by_column:
             parts = ", ".join(f"{col}: {n:,}" for col, n in self.violations_by_column.items())
             text += f"; violations by column: {parts}"
@@ -114,7 +116,7 @@ def _check_column(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, str]:
     if spec.kind is Kind.INTEGER:
         is_int = values.str.match(_INTEGER_TEXT)
         numbers = pd.to_numeric(values.where(is_int), errors="coerce")
-        in_range = numbers.between(spec.minimum, spec.maximum)
+        in_range = numbers.between(spec.minimum or 0, spec.maximum or 0)
         return ~(is_int & in_range), f"not an integer in [{spec.minimum}, {spec.maximum}]"
     if spec.kind is Kind.CATEGORY:
         ok = values.isin(spec.allowed or ())

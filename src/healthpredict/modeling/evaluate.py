@@ -16,6 +16,7 @@ from healthpredict.modeling.metrics import METRICS, ScoredSample
 
 SUBGROUP_ATTRIBUTES = ("age", "gender", "race")
 MIN_SUBGROUP_POSITIVES = 10
+OVERALL = ("all", "all")
 
 
 @dataclass(frozen=True)
@@ -106,20 +107,11 @@ def evaluate_predictions(
         seed: Seed of the resampling.
     """
     y = np.asarray(labels, dtype=float)
-    samples = {("all", "all"): ScoredSample.build(y, scores, top_fraction)}
-    masks = {("all", "all"): np.ones(len(y), dtype=bool)}
-    for attribute in SUBGROUP_ATTRIBUTES if attributes is not None else ():
-        values = attributes[attribute].fillna("missing").astype(str).to_numpy()
-        for value in sorted(set(values)):
-            mask = values == value
-            if y[mask].sum() >= MIN_SUBGROUP_POSITIVES and (1 - y[mask]).sum() > 0:
-                samples[(attribute, value)] = ScoredSample.build(y[mask], scores[mask], top_fraction)
-                masks[(attribute, value)] = mask
-    draws = {key: {name: [] for name in METRICS} for key in samples}  # type: ignore[var-annotated]
-    for weights in patient_bootstrap_weights(groups, rounds, seed):
-        for key, sample in samples.items():
-            for name, metric in METRICS.items():
-                draws[key][name].append(metric(sample, weights[masks[key]]))
+    masks = _subgroup_masks(y, attributes)
+    samples = {
+        key: ScoredSample.build(y[mask], scores[mask], top_fraction) for key, mask in masks.items()
+    }
+    draws = _bootstrap_draws(samples, masks, groups, rounds, seed)
     alpha = (1 - confidence_level) / 2
     intervals = {
         key: {
@@ -129,9 +121,9 @@ def evaluate_predictions(
         for key, sample in samples.items()
     }
     subgroups = [
-        SubgroupReport(a, v, int(masks[(a, v)].sum()), int(y[masks[(a, v)]].sum()), intervals[(a, v)])
-        for (a, v) in samples
-        if a != "all"
+        SubgroupReport(key[0], key[1], int(mask.sum()), int(y[mask].sum()), intervals[key])
+        for key, mask in masks.items()
+        if key != OVERALL
     ]
     return EvalReport(
         n_rows=len(y),
@@ -140,9 +132,44 @@ def evaluate_predictions(
         top_fraction=top_fraction,
         bootstrap_rounds=rounds,
         confidence_level=confidence_level,
-        metrics=intervals[("all", "all")],
+        metrics=intervals[OVERALL],
         subgroups=subgroups,
     )
+
+
+def _subgroup_masks(
+    labels: np.ndarray, attributes: pd.DataFrame | None
+) -> dict[tuple[str, str], np.ndarray]:
+    """Row masks: everyone, then each subgroup with enough readmissions to measure."""
+    masks = {OVERALL: np.ones(len(labels), dtype=bool)}
+    if attributes is None:
+        return masks
+    for attribute in SUBGROUP_ATTRIBUTES:
+        values = attributes[attribute].fillna("missing").astype(str).to_numpy()
+        for value in sorted(set(values)):
+            mask = values == value
+            positives = labels[mask].sum()
+            if positives >= MIN_SUBGROUP_POSITIVES and positives < mask.sum():
+                masks[(attribute, value)] = mask
+    return masks
+
+
+def _bootstrap_draws(
+    samples: dict[tuple[str, str], ScoredSample],
+    masks: dict[tuple[str, str], np.ndarray],
+    groups: pd.Series | np.ndarray,
+    rounds: int,
+    seed: int,
+) -> dict[tuple[str, str], dict[str, list[float]]]:
+    """Every metric of every subgroup on the same patient resamples."""
+    draws: dict[tuple[str, str], dict[str, list[float]]] = {
+        key: {name: [] for name in METRICS} for key in samples
+    }
+    for weights in patient_bootstrap_weights(groups, rounds, seed):
+        for key, sample in samples.items():
+            for name, metric in METRICS.items():
+                draws[key][name].append(metric(sample, weights[masks[key]]))
+    return draws
 
 
 def _interval(estimate: float, draws: list[float], alpha: float) -> Interval:

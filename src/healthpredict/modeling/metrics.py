@@ -35,7 +35,7 @@ class ScoredSample:
         levels, level_index = np.unique(scores, return_inverse=True)
         edges = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)[1:-1]
         flagged = np.zeros(len(scores), dtype=bool)
-        n_flagged = max(1, int(round(len(scores) * top_fraction)))
+        n_flagged = max(1, round(len(scores) * top_fraction))
         flagged[np.argsort(-scores, kind="stable")[:n_flagged]] = True
         return cls(labels, scores, level_index, len(levels), np.digitize(scores, edges), flagged)
 

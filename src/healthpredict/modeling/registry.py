@@ -139,4 +139,5 @@ def current_version(client: MlflowClient, name: str, alias: str) -> str | None:
 
 def load_pipeline(model_uri: str) -> Pipeline:
     """Load a logged pipeline (``models:/name@champion``, ``runs:/...``) as scikit-learn."""
-    return mlflow.sklearn.load_model(model_uri)  # type: ignore[no-any-return]
+    pipeline: Pipeline = mlflow.sklearn.load_model(model_uri)
+    return pipeline

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from importlib import resources
 from typing import Any
 
@@ -30,7 +30,7 @@ from healthpredict.data.timeline import patient_groups
 from healthpredict.features import build_preprocessor
 
 
-class ModelKind(str, Enum):
+class ModelKind(StrEnum):
     """The model families Health Predict trains."""
 
     LIGHTGBM = "lightgbm"
@@ -76,12 +76,15 @@ def build_pipeline(kind: ModelKind, params: dict[str, Any], cv_folds: int, seed:
     if kind is ModelKind.LOGISTIC:
         model = LogisticRegression(**params["logistic"], random_state=seed)
         return Pipeline([("features", build_preprocessor(linear=True)), ("model", model)])
-    booster = LGBMClassifier(**params["lightgbm"], random_state=seed, n_jobs=usable_cpus(), verbose=-1)
+    # One thread per booster and the members fitted in parallel processes: LightGBM's OpenMP
+    # threads spin-wait and slow down several-fold when anything else shares the two cores.
+    booster = LGBMClassifier(**params["lightgbm"], random_state=seed, n_jobs=1, verbose=-1)
     calibrated = CalibratedClassifierCV(
         booster,
         method=params.get("calibration_method", "isotonic"),
         cv=GroupKFold(n_splits=cv_folds, shuffle=True, random_state=seed),
         ensemble=True,
+        n_jobs=usable_cpus(),
     )
     return Pipeline([("features", build_preprocessor()), ("model", calibrated)])
 

@@ -51,7 +51,9 @@ def prepare_data(settings: Settings) -> PreparationSummary:
         TimelineError: The timeline cannot be cut as configured.
     """
     raw = open_raw(settings.data_source, settings.data_sha256)
-    logger.info("opened %s: %s rows, sha256 %s", redact_location(raw.source), raw.n_rows, raw.sha256)
+    logger.info(
+        "opened %s: %s rows, sha256 %s", redact_location(raw.source), raw.n_rows, raw.sha256
+    )
     checked = validate_raw(raw.frame)
     logger.info("contract: %s", checked.report.summary())
     checked.report.raise_if_exceeds(settings.max_invalid_fraction)

@@ -14,11 +14,28 @@ import pandas as pd
 
 from healthpredict.data.prepare import TARGET
 from healthpredict.data.pseudonym import PATIENT_KEY, SEQUENCE
-from healthpredict.data.timeline import INITIAL_WINDOW, Manifest, load_manifest, load_test_window, load_window
+from healthpredict.data.timeline import (
+    INITIAL_WINDOW,
+    Manifest,
+    load_manifest,
+    load_test_window,
+    load_window,
+)
 from healthpredict.modeling.evaluate import SUBGROUP_ATTRIBUTES, EvalReport, evaluate_predictions
 from healthpredict.modeling.importance import feature_importance
-from healthpredict.modeling.registry import RegisteredVersion, configure_tracking, log_pipeline, register
-from healthpredict.modeling.train import ModelKind, TrainedModel, default_params, features_of, fit_model
+from healthpredict.modeling.registry import (
+    RegisteredVersion,
+    configure_tracking,
+    log_pipeline,
+    register,
+)
+from healthpredict.modeling.train import (
+    ModelKind,
+    TrainedModel,
+    default_params,
+    features_of,
+    fit_model,
+)
 from healthpredict.reporting import plots
 from healthpredict.settings import Settings
 
@@ -57,30 +74,56 @@ def train_and_register(settings: Settings) -> TrainingSummary:
         report, scores = _evaluate(model, test, settings)
         mlflow.log_metrics({**report.flat_metrics(), "fit_seconds": model.fit_seconds})
         with mlflow.start_run(run_name="logistic-baseline", nested=True):
-            baseline = fit_model(ModelKind.LOGISTIC, train, params, settings.cv_folds, settings.seed)
+            baseline = fit_model(
+                ModelKind.LOGISTIC, train, params, settings.cv_folds, settings.seed
+            )
             baseline_report, baseline_scores = _evaluate(baseline, test, settings)
             mlflow.log_metrics(baseline_report.flat_metrics())
         _log_figures(model, test[TARGET].to_numpy(), scores, baseline_scores, report, settings)
         model_uri = log_pipeline(model.pipeline, features_of(train).head(INPUT_EXAMPLE_ROWS))
-        tags = {"data_hash": manifest.data_hash, "training_window": window, "model_kind": "lightgbm"}
+        tags = {
+            "data_hash": manifest.data_hash,
+            "training_window": window,
+            "model_kind": "lightgbm",
+        }
         registered = register(model_uri, run.info.run_id, settings, report, tags)
     return TrainingSummary(
-        registered, report, baseline_report, model.fit_seconds, len(train), manifest.data_hash, window
+        registered,
+        report,
+        baseline_report,
+        model.fit_seconds,
+        len(train),
+        manifest.data_hash,
+        window,
     )
 
 
 def _log_context(
-    manifest: Manifest, params: dict[str, object], settings: Settings, window: str, n_train: int, n_test: int
+    manifest: Manifest,
+    params: dict[str, object],
+    settings: Settings,
+    window: str,
+    n_train: int,
+    n_test: int,
 ) -> None:
     mlflow.set_tags({"data_hash": manifest.data_hash, "training_window": window})
     flat = {f"lightgbm.{k}": v for k, v in params["lightgbm"].items()}  # type: ignore[attr-defined]
-    mlflow.log_params({**flat, "calibration_method": params["calibration_method"],
-                       "cv_folds": settings.cv_folds, "seed": settings.seed,
-                       "n_train": n_train, "n_test": n_test})  # fmt: skip
+    mlflow.log_params(
+        {
+            **flat,
+            "calibration_method": params["calibration_method"],
+            "cv_folds": settings.cv_folds,
+            "seed": settings.seed,
+            "n_train": n_train,
+            "n_test": n_test,
+        }
+    )
     mlflow.log_dict(json.loads(manifest.to_json()), "data/manifest.json")
 
 
-def _evaluate(model: TrainedModel, test: pd.DataFrame, settings: Settings) -> tuple[EvalReport, np.ndarray]:
+def _evaluate(
+    model: TrainedModel, test: pd.DataFrame, settings: Settings
+) -> tuple[EvalReport, np.ndarray]:
     scores = model.pipeline.predict_proba(features_of(test))[:, 1]
     report = evaluate_predictions(
         test[TARGET],
