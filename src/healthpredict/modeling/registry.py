@@ -133,8 +133,11 @@ def current_version(client: MlflowClient, name: str, alias: str) -> str | None:
     """Version number holding ``alias``, or None when the alias (or the model) does not exist."""
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as error:
+        # Only "no such model/alias" means None; an unreachable registry must not look empty.
+        if "not found" in str(error):
+            return None
+        raise
 
 
 def load_pipeline(model_uri: str) -> Pipeline:

@@ -69,13 +69,16 @@ def build_pipeline(kind: ModelKind, params: dict[str, Any], cv_folds: int, seed:
 
     Args:
         kind: Model family.
-        params: The defaults.yaml structure (family sections plus ``calibration_method``).
+        params: The defaults.yaml structure: family sections, ``preprocessing`` options for
+            :func:`build_preprocessor`, and ``calibration_method``.
         cv_folds: Patient-grouped folds used to calibrate LightGBM out of fold.
         seed: Random seed for the model and the folds.
     """
+    preprocessing = params.get("preprocessing", {})
     if kind is ModelKind.LOGISTIC:
         model = LogisticRegression(**params["logistic"], random_state=seed)
-        return Pipeline([("features", build_preprocessor(linear=True)), ("model", model)])
+        features = build_preprocessor(linear=True, **preprocessing)
+        return Pipeline([("features", features), ("model", model)])
     # One thread per booster and the members fitted in parallel processes: LightGBM's OpenMP
     # threads spin-wait and slow down several-fold when anything else shares the two cores.
     booster = LGBMClassifier(**params["lightgbm"], random_state=seed, n_jobs=1, verbose=-1)
@@ -86,7 +89,7 @@ def build_pipeline(kind: ModelKind, params: dict[str, Any], cv_folds: int, seed:
         ensemble=True,
         n_jobs=usable_cpus(),
     )
-    return Pipeline([("features", build_preprocessor()), ("model", calibrated)])
+    return Pipeline([("features", build_preprocessor(**preprocessing)), ("model", calibrated)])
 
 
 def fit_model(

@@ -7,6 +7,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -56,8 +57,19 @@ class TrainingSummary:
     training_window: str
 
 
-def train_and_register(settings: Settings) -> TrainingSummary:
+def train_and_register(
+    settings: Settings,
+    params: dict[str, Any] | None = None,
+    run_name: str = "lightgbm",
+    tags: dict[str, str] | None = None,
+) -> TrainingSummary:
     """Train LightGBM (and the logistic baseline) on the initial window, evaluate, register.
+
+    Args:
+        settings: Settings in force.
+        params: Hyper-parameters in the ``defaults.yaml`` structure; the defaults when None.
+        run_name: MLflow run name; the run is nested when another run is active (a search).
+        tags: Extra tags for the run and the registered version.
 
     Raises:
         TimelineError: No prepared data, or it differs from its manifest.
@@ -65,28 +77,21 @@ def train_and_register(settings: Settings) -> TrainingSummary:
     manifest = load_manifest(settings.prepared_dir)
     train = load_window(settings.prepared_dir, manifest, INITIAL_WINDOW)
     test = load_test_window(settings.prepared_dir, manifest)
-    window = f"sequence {train[SEQUENCE].iloc[0]}-{train[SEQUENCE].iloc[-1]}"
+    window = training_window_tag(train)
     configure_tracking(settings)
-    params = default_params()
-    with mlflow.start_run(run_name="lightgbm") as run:
-        _log_context(manifest, params, settings, window, len(train), len(test))
+    params = params or default_params()
+    context = {"data_hash": manifest.data_hash, "training_window": window, **(tags or {})}
+    with mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None) as run:
+        mlflow.set_tags(context)
+        _log_inputs(manifest, params, settings, len(train), len(test))
         model = fit_model(ModelKind.LIGHTGBM, train, params, settings.cv_folds, settings.seed)
         report, scores = _evaluate(model, test, settings)
         mlflow.log_metrics({**report.flat_metrics(), "fit_seconds": model.fit_seconds})
-        with mlflow.start_run(run_name="logistic-baseline", nested=True):
-            baseline = fit_model(
-                ModelKind.LOGISTIC, train, params, settings.cv_folds, settings.seed
-            )
-            baseline_report, baseline_scores = _evaluate(baseline, test, settings)
-            mlflow.log_metrics(baseline_report.flat_metrics())
-        _log_figures(model, test[TARGET].to_numpy(), scores, baseline_scores, report, settings)
+        baseline_report, baseline_scores = _train_baseline(train, test, params, settings)
+        _log_figures(model, test[TARGET].to_numpy(), scores, baseline_scores, report)
         model_uri = log_pipeline(model.pipeline, features_of(train).head(INPUT_EXAMPLE_ROWS))
-        tags = {
-            "data_hash": manifest.data_hash,
-            "training_window": window,
-            "model_kind": "lightgbm",
-        }
-        registered = register(model_uri, run.info.run_id, settings, report, tags)
+        version_tags = {**context, "model_kind": ModelKind.LIGHTGBM.value}
+        registered = register(model_uri, run.info.run_id, settings, report, version_tags)
     return TrainingSummary(
         registered,
         report,
@@ -98,16 +103,30 @@ def train_and_register(settings: Settings) -> TrainingSummary:
     )
 
 
-def _log_context(
-    manifest: Manifest,
-    params: dict[str, object],
-    settings: Settings,
-    window: str,
-    n_train: int,
-    n_test: int,
+def training_window_tag(train: pd.DataFrame) -> str:
+    """The tag recording which encounters a model was trained on (``sequence first-last``)."""
+    return f"sequence {train[SEQUENCE].iloc[0]}-{train[SEQUENCE].iloc[-1]}"
+
+
+def _train_baseline(
+    train: pd.DataFrame, test: pd.DataFrame, params: dict[str, Any], settings: Settings
+) -> tuple[EvalReport, np.ndarray]:
+    """The logistic-regression baseline, as a nested run beside the main model."""
+    with mlflow.start_run(run_name="logistic-baseline", nested=True):
+        baseline = fit_model(ModelKind.LOGISTIC, train, params, settings.cv_folds, settings.seed)
+        report, scores = _evaluate(baseline, test, settings)
+        mlflow.log_metrics(report.flat_metrics())
+    return report, scores
+
+
+def _log_inputs(
+    manifest: Manifest, params: dict[str, Any], settings: Settings, n_train: int, n_test: int
 ) -> None:
-    mlflow.set_tags({"data_hash": manifest.data_hash, "training_window": window})
-    flat = {f"lightgbm.{k}": v for k, v in params["lightgbm"].items()}  # type: ignore[attr-defined]
+    flat = {
+        f"{section}.{key}": value
+        for section in ("lightgbm", "preprocessing")
+        for key, value in params.get(section, {}).items()
+    }
     mlflow.log_params(
         {
             **flat,
@@ -144,7 +163,6 @@ def _log_figures(
     scores: np.ndarray,
     baseline_scores: np.ndarray,
     report: EvalReport,
-    settings: Settings,
 ) -> None:
     curves = {"LightGBM pipeline": scores, "logistic baseline": baseline_scores}
     with tempfile.TemporaryDirectory() as folder:

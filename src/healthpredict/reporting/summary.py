@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 from healthpredict.modeling.evaluate import EvalReport
 
 if TYPE_CHECKING:
+    from healthpredict.modeling.gate import GateDecision
     from healthpredict.pipelines.train_and_register import TrainingSummary
+    from healthpredict.pipelines.tune_and_register import TuneSummary
 
 METRIC_LABELS = {
     "roc_auc": "ROC-AUC",
@@ -65,3 +67,45 @@ def format_training_summary(summary: TrainingSummary) -> str:
         lines.append(f"  load it with: models:/{registered.name}@{registered.alias}")
     lines.append(f"  MLflow run {registered.run_id}")
     return "\n".join(lines)
+
+
+def format_search_summary(summary: TuneSummary) -> str:
+    """What the search did, then the refitted candidate's training summary."""
+    search = summary.search
+    best = search.best
+    lines = [
+        f"Search: {len(search.trials)} trials in {search.wall_seconds:.0f} s, "
+        f"{search.n_stopped_early} stopped early; best mean CV ROC-AUC "
+        f"{best.mean_score:.4f} over {search.n_folds} patient-grouped folds "
+        f"(MLflow run {summary.search_run_id})",
+        "  best configuration: "
+        + ", ".join(f"{k}={_short(v)}" for part in best.config.values() for k, v in part.items()),
+        format_training_summary(summary.training),
+    ]
+    return "\n".join(lines)
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def format_gate_decision(decision: GateDecision) -> str:
+    """The gate's verdict with both scores, the interval and the rule that decided."""
+    verdict = "PROMOTED" if decision.promote else "NOT PROMOTED"
+    level = f"{decision.policy.confidence_level:.0%}"
+    return "\n".join(
+        [
+            f"Gate on {decision.window} ({decision.n_rows:,} encounters, "
+            f"{decision.n_patients:,} patients): challenger v{decision.challenger_version} "
+            f"{verdict}",
+            f"  ROC-AUC: champion v{decision.champion_version} {decision.champion_roc_auc:.4f}, "
+            f"challenger {decision.challenger_roc_auc:.4f}; gain {decision.auc_gain} "
+            f"({level} paired patient-grouped bootstrap, {decision.policy.rounds} rounds)",
+            f"  ECE: champion {decision.champion_ece:.4f}, challenger "
+            f"{decision.challenger_ece:.4f}; increase {decision.ece_increase}",
+            f"  rule: gain >= {decision.policy.min_auc_gain:.3f}, interval above "
+            f"-{decision.policy.loss_tolerance:.3f}, ECE increase <= "
+            f"{decision.policy.max_ece_increase:.3f}",
+            f"  reason: {decision.reason}",
+        ]
+    )

@@ -1,0 +1,325 @@
+"""Hyper-parameter search with Ray Tune: Optuna TPE proposes, ASHA prunes, folds are by patient.
+
+Each trial fits LightGBM on patient-grouped folds of the training window, one fold after the
+other, and reports the running mean ROC-AUC after every fold; ASHA stops trials whose first
+folds already trail the others. The preprocessing is encoded once per fold and per
+preprocessing choice before the search and shared through Ray's object store, so trials spend
+their time on boosting.
+
+The objective is ROC-AUC rather than PR-AUC: it does not move with the readmission rate (which
+drifts between folds and over time), it is far less noisy at an 11 % positive rate, and it is
+the quantity the promotion gate compares. PR-AUC is still reported for every trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pandas as pd
+import sklearn
+import yaml
+from lightgbm import LGBMClassifier
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from healthpredict.data.prepare import TARGET
+from healthpredict.data.pseudonym import PATIENT_KEY
+from healthpredict.data.timeline import grouped_folds, patient_groups
+from healthpredict.features import build_preprocessor
+from healthpredict.modeling.train import features_of, usable_cpus
+
+SEARCH_METRIC = "roc_auc"
+_DISTRIBUTIONS = ("loguniform", "uniform", "randint", "qrandint", "lograndint", "choice")
+logger = logging.getLogger(__name__)
+
+
+class SearchError(RuntimeError):
+    """The search cannot start or did not finish cleanly."""
+
+
+@dataclass(frozen=True)
+class FoldMatrices:
+    """One fold, already encoded: what a trial fits and scores."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    valid_x: np.ndarray
+    valid_y: np.ndarray
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What one trial tried and scored."""
+
+    trial_id: str
+    config: dict[str, Any]
+    fold_scores: list[float]
+    fold_pr_auc: list[float]
+    complete: bool
+
+    @property
+    def mean_score(self) -> float:
+        """Mean ROC-AUC over the folds this trial reached."""
+        return float(np.mean(self.fold_scores)) if self.fold_scores else float("nan")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The outcome of a search."""
+
+    best: TrialRecord
+    trials: list[TrialRecord]
+    wall_seconds: float
+    n_folds: int
+
+    @property
+    def n_stopped_early(self) -> int:
+        """Trials that ASHA (or the time budget) stopped before the last fold."""
+        return sum(not trial.complete for trial in self.trials)
+
+
+def load_search_space(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Read the search space YAML (packaged ``search_space.yaml`` by default) as Tune domains.
+
+    Raises:
+        SearchError: The space is empty or names an unknown distribution.
+    """
+    if path is None:
+        text = resources.files("healthpredict.modeling").joinpath("search_space.yaml").read_text()
+    elif not path.is_file():
+        raise SearchError(f"search space file {path} does not exist")
+    else:
+        text = path.read_text()
+    raw = yaml.safe_load(text) or {}
+    if not isinstance(raw, dict) or "preprocessing" not in raw or "lightgbm" not in raw:
+        raise SearchError("the search space needs a 'lightgbm' and a 'preprocessing' section")
+    space = {
+        section: {name: _domain(name, spec) for name, spec in (entries or {}).items()}
+        for section, entries in raw.items()
+    }
+    if not any(space.values()):
+        raise SearchError("the search space is empty: nothing to search")
+    if not hasattr(space["preprocessing"].get("min_category_count"), "categories"):
+        # Folds are encoded ahead of the search, once per listed preprocessing choice.
+        raise SearchError("preprocessing.min_category_count must be a 'choice' of values")
+    return space
+
+
+def _domain(name: str, spec: dict[str, list[Any]]) -> Any:
+    from ray import tune
+
+    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in _DISTRIBUTIONS:
+        raise SearchError(f"search space entry {name!r}: expected one of {_DISTRIBUTIONS}")
+    kind, arguments = next(iter(spec.items()))
+    return getattr(tune, kind)(*arguments)
+
+
+def encode_folds(
+    train: pd.DataFrame, min_category_counts: list[int], n_folds: int, seed: int
+) -> dict[int, list[FoldMatrices]]:
+    """Fit the preprocessor inside every patient-grouped fold, once per preprocessing choice."""
+    folds = grouped_folds(train[TARGET], train[PATIENT_KEY], n_folds, seed)
+    records, target = features_of(train), train[TARGET].to_numpy()
+    encoded: dict[int, list[FoldMatrices]] = {}
+    for count in min_category_counts:
+        encoded[count] = []
+        for fit_rows, valid_rows in folds:
+            preprocessor = build_preprocessor(min_category_count=count)
+            with sklearn.config_context(enable_metadata_routing=True):
+                fit_x = preprocessor.fit_transform(
+                    records.iloc[fit_rows],
+                    target[fit_rows],
+                    groups=patient_groups(train[PATIENT_KEY].iloc[fit_rows]),
+                )
+            valid_x = preprocessor.transform(records.iloc[valid_rows])
+            encoded[count].append(
+                FoldMatrices(
+                    fit_x.to_numpy(np.float32),
+                    target[fit_rows],
+                    valid_x.to_numpy(np.float32),
+                    target[valid_rows],
+                )
+            )
+    return encoded
+
+
+def run_trial(
+    config: dict[str, Any], encoded: dict[int, list[FoldMatrices]], n_jobs: int, seed: int
+) -> None:
+    """One trial, run by Ray: fit fold after fold and report the running mean after each."""
+    from ray import tune
+
+    folds = encoded[config["preprocessing"]["min_category_count"]]
+    scores: list[float] = []
+    for fold in folds:
+        model = LGBMClassifier(
+            **config["lightgbm"],
+            subsample_freq=1,
+            random_state=seed,
+            n_jobs=n_jobs,
+            deterministic=True,
+            force_row_wise=True,
+            verbose=-1,
+        )
+        model.fit(fold.train_x, fold.train_y)
+        predicted = np.asarray(model.predict_proba(fold.valid_x))[:, 1]
+        scores.append(float(roc_auc_score(fold.valid_y, predicted)))
+        tune.report(
+            {
+                SEARCH_METRIC: float(np.mean(scores)),
+                "fold_roc_auc": scores[-1],
+                "fold_pr_auc": float(average_precision_score(fold.valid_y, predicted)),
+                "folds_done": len(scores),
+            }
+        )
+
+
+def connect_ray(address: str | None) -> None:
+    """Join the Ray cluster at ``address`` (or RAY_ADDRESS), else start a local Ray.
+
+    Raises:
+        SearchError: The cluster cannot be reached.
+    """
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and address != "auto":
+        _check_reachable(address)
+    if ray.is_initialized():
+        return
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=usable_cpus(), include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise SearchError(f"cannot reach the Ray cluster at {address}: {error}") from error
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not minutes, when nothing listens at the cluster address."""
+    parts = urlsplit(address if "://" in address else f"ray://{address}")
+    if not parts.hostname or not parts.port:
+        raise SearchError(f"Ray address {address!r} must be host:port or ray://host:port")
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=5).close()
+    except OSError as error:
+        raise SearchError(f"cannot reach the Ray cluster at {address}: {error}") from error
+
+
+def _progress_callback(total: int, interval_seconds: float) -> Any:
+    """A Ray Tune callback logging one line now and then: trials done, pruned, best so far."""
+    from ray import tune
+
+    class ProgressLine(tune.Callback):
+        def __init__(self) -> None:
+            self.done = 0
+            self.pruned = 0
+            self.best = float("nan")
+            self.last_line = 0.0
+
+        def on_trial_complete(
+            self, iteration: int, trials: list[Any], trial: Any, **info: Any
+        ) -> None:
+            self.done += 1
+            result = trial.last_result or {}
+            if result.get("folds_done", 0) < trial.config.get("_n_folds", 0):
+                self.pruned += 1
+            elif not result.get(SEARCH_METRIC, 0) <= self.best:
+                self.best = float(result[SEARCH_METRIC])
+            if time.monotonic() - self.last_line >= interval_seconds or self.done == total:
+                self.last_line = time.monotonic()
+                logger.info(
+                    "search: %d/%d trials done, %d stopped early, best ROC-AUC %.4f",
+                    self.done,
+                    total,
+                    self.pruned,
+                    self.best,
+                )
+
+    return ProgressLine()
+
+
+def run_search(
+    train: pd.DataFrame,
+    space: dict[str, dict[str, Any]],
+    trials: int,
+    time_budget_seconds: float,
+    n_folds: int,
+    concurrency: int,
+    seed: int,
+    storage_dir: Path,
+) -> SearchResult:
+    """Search the LightGBM pipeline's hyper-parameters on the training window.
+
+    Ray must be connected first (:func:`connect_ray`).
+
+    Raises:
+        SearchError: Bad budget, or any trial failed (a search with crashed trials is not
+            evidence for anything), or no trial completed every fold.
+    """
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    if trials < 1 or time_budget_seconds <= 0:
+        raise SearchError("the trial budget and the time budget must both be positive")
+    started = time.perf_counter()
+    counts = list(space["preprocessing"]["min_category_count"].categories)
+    encoded = encode_folds(train, counts, n_folds, seed)
+    n_jobs = max(1, usable_cpus() // concurrency)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, encoded=encoded, n_jobs=n_jobs, seed=seed), {"cpu": n_jobs}
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={**space, "_n_folds": n_folds},
+        tune_config=tune.TuneConfig(
+            metric=SEARCH_METRIC,
+            mode="max",
+            num_samples=trials,
+            search_alg=OptunaSearch(seed=seed),
+            max_concurrent_trials=concurrency,
+            scheduler=ASHAScheduler(max_t=n_folds, grace_period=1, reduction_factor=2),
+            time_budget_s=time_budget_seconds,
+            # One long-lived worker: a fresh process per trial costs seconds of imports.
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=f"search-{int(time.time())}",
+            storage_path=str(storage_dir.resolve()),
+            verbose=0,
+            callbacks=[_progress_callback(trials, interval_seconds=10.0)],
+        ),
+    )
+    grid = tuner.fit()
+    if grid.errors:
+        raise SearchError(f"{len(grid.errors)} trial(s) failed; first: {grid.errors[0]}")
+    records = [_record(grid[index], n_folds) for index in range(len(grid))]
+    complete = [record for record in records if record.complete]
+    if not complete:
+        raise SearchError("no trial completed every fold within the budget: raise the time budget")
+    best = max(complete, key=lambda record: record.mean_score)
+    return SearchResult(best, records, time.perf_counter() - started, n_folds)
+
+
+def _record(result: Any, n_folds: int) -> TrialRecord:
+    history = result.metrics_dataframe
+    if history is None or "fold_roc_auc" not in history:  # stopped before its first fold ended
+        history = pd.DataFrame({"fold_roc_auc": [], "fold_pr_auc": []})
+    config = {key: value for key, value in result.config.items() if not key.startswith("_")}
+    return TrialRecord(
+        trial_id=str(result.metrics.get("trial_id", "")),
+        config=config,
+        fold_scores=[float(v) for v in history["fold_roc_auc"]],
+        fold_pr_auc=[float(v) for v in history["fold_pr_auc"]],
+        complete=len(history) >= n_folds,
+    )

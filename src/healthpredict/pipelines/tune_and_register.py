@@ -1,0 +1,109 @@
+"""Flow: search hyper-parameters with Ray Tune, refit the best on the window, register it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+
+from healthpredict.data.timeline import INITIAL_WINDOW, load_manifest, load_window
+from healthpredict.modeling.registry import configure_tracking
+from healthpredict.modeling.train import default_params
+from healthpredict.modeling.tune import SearchResult, connect_ray, load_search_space, run_search
+from healthpredict.pipelines.train_and_register import TrainingSummary, train_and_register
+from healthpredict.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TuneSummary:
+    """The search, and the candidate refitted from its best configuration."""
+
+    search: SearchResult
+    training: TrainingSummary
+    search_run_id: str
+
+
+def tune_and_register(settings: Settings) -> TuneSummary:
+    """Search, log every trial as a nested run, refit the best configuration and register it.
+
+    The candidate is the configuration this search selected (never the best run in history);
+    it is registered as challenger (or champion when none exists and it clears the bar). A
+    failed search registers nothing.
+
+    Raises:
+        SearchError: Bad search space or budget, unreachable Ray, or failed trials.
+        TimelineError: No prepared data.
+    """
+    space = load_search_space(settings.search_space_file)
+    manifest = load_manifest(settings.prepared_dir)
+    train = load_window(settings.prepared_dir, manifest, INITIAL_WINDOW)
+    configure_tracking(settings)  # fail on an unreachable registry before searching
+    connect_ray(settings.ray_address)
+    with mlflow.start_run(run_name="tune") as parent:
+        mlflow.log_params(
+            {
+                "trial_budget": settings.tune_trials,
+                "seed": settings.seed,
+                "time_budget_seconds": settings.tune_time_budget_seconds,
+                "folds": settings.tune_folds,
+                "concurrency": settings.tune_concurrency,
+                "objective": "mean patient-grouped CV ROC-AUC",
+            }
+        )
+        result = run_search(
+            train,
+            space,
+            settings.tune_trials,
+            settings.tune_time_budget_seconds,
+            settings.tune_folds,
+            settings.tune_concurrency,
+            settings.seed,
+            settings.data_dir / "ray_results",
+        )
+        _log_trials(result)
+        training = train_and_register(
+            settings,
+            tuned_params(result.best.config),
+            run_name="tuned-lightgbm",
+            tags={"search_run_id": parent.info.run_id, "selected_by": "tune"},
+        )
+    return TuneSummary(result, training, parent.info.run_id)
+
+
+def tuned_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The defaults.yaml structure with the searched sections replaced by ``config``."""
+    params = default_params()
+    params["lightgbm"] = {**config["lightgbm"], "subsample_freq": 1}
+    params["preprocessing"] = dict(config["preprocessing"])
+    return params
+
+
+def _log_trials(result: SearchResult) -> None:
+    """Each trial as a nested run (logged from the driver, so workers need no tracking access)."""
+    for number, trial in enumerate(result.trials, start=1):
+        with mlflow.start_run(run_name=f"trial-{number:03d}", nested=True):
+            mlflow.log_params(
+                {
+                    f"{section}.{key}": value
+                    for section, values in trial.config.items()
+                    for key, value in values.items()
+                }
+            )
+            for step, (auc, pr_auc) in enumerate(
+                zip(trial.fold_scores, trial.fold_pr_auc, strict=True)
+            ):
+                mlflow.log_metrics({"fold_roc_auc": auc, "fold_pr_auc": pr_auc}, step=step)
+            mlflow.log_metric("cv_roc_auc", trial.mean_score)
+            mlflow.set_tags({"complete": str(trial.complete), "ray_trial_id": trial.trial_id})
+    mlflow.log_metrics(
+        {
+            "best_cv_roc_auc": result.best.mean_score,
+            "trials": len(result.trials),
+            "trials_stopped_early": result.n_stopped_early,
+            "search_seconds": result.wall_seconds,
+        }
+    )
