@@ -10,6 +10,7 @@ patient-grouped bootstrap of the ROC-AUC difference.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from healthpredict.settings import Settings
 
 def main() -> None:
     """Prepare, search, refit, compare, print."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     with tempfile.TemporaryDirectory() as folder:
         settings = Settings(data_dir=Path(folder))
         prepared = prepare_data(settings)
