@@ -1,8 +1,9 @@
 """Build and fit the model pipelines: LightGBM (main) and logistic regression (baseline).
 
 Each model is one scikit-learn ``Pipeline``: the shared preprocessor, then the classifier. The
-LightGBM classifier is calibrated with out-of-fold predictions from patient-grouped folds
-(``CalibratedClassifierCV(ensemble=False)``), so the probabilities it serves are honest risks.
+LightGBM classifier is calibrated on out-of-fold predictions from patient-grouped folds, then
+refitted on the whole window (``CalibratedClassifierCV(ensemble=False)``): one booster to
+serve, and probabilities that are honest risks.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from enum import StrEnum
 from importlib import resources
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sklearn
 import yaml
@@ -79,14 +81,14 @@ def build_pipeline(kind: ModelKind, params: dict[str, Any], cv_folds: int, seed:
         model = LogisticRegression(**params["logistic"], random_state=seed)
         features = build_preprocessor(linear=True, **preprocessing)
         return Pipeline([("features", features), ("model", model)])
-    # One thread per booster and the members fitted in parallel processes: LightGBM's OpenMP
+    # One thread per booster and the folds fitted in parallel processes: LightGBM's OpenMP
     # threads spin-wait and slow down several-fold when anything else shares the two cores.
     booster = LGBMClassifier(**params["lightgbm"], random_state=seed, n_jobs=1, verbose=-1)
     calibrated = CalibratedClassifierCV(
         booster,
         method=params.get("calibration_method", "isotonic"),
-        cv=GroupKFold(n_splits=cv_folds, shuffle=True, random_state=seed),
-        ensemble=True,
+        cv=_calibration_splitter(cv_folds, seed),
+        ensemble=False,
         n_jobs=usable_cpus(),
     )
     return Pipeline([("features", build_preprocessor(**preprocessing)), ("model", calibrated)])
@@ -106,8 +108,21 @@ def fit_model(
     """
     params = params or default_params()
     pipeline = build_pipeline(kind, params, cv_folds, seed)
+    groups = patient_groups(train[PATIENT_KEY])
+    if kind is ModelKind.LIGHTGBM:
+        # scikit-learn 1.9 does not route groups to the splitter when ensemble=False, so the
+        # calibrator gets the patient-grouped splits themselves.
+        splitter = _calibration_splitter(cv_folds, seed)
+        pipeline.set_params(model__cv=list(splitter.split(np.zeros(len(groups)), groups=groups)))
     started = time.perf_counter()
     with sklearn.config_context(enable_metadata_routing=True):
-        pipeline.fit(features_of(train), train[TARGET], groups=patient_groups(train[PATIENT_KEY]))
+        pipeline.fit(features_of(train), train[TARGET], groups=groups)
     elapsed = time.perf_counter() - started
+    if kind is ModelKind.LIGHTGBM:
+        # Keep the saved model small and its parameters readable: the splitter, not row indices.
+        pipeline.set_params(model__cv=_calibration_splitter(cv_folds, seed))
     return TrainedModel(kind, pipeline, params, len(train), elapsed)
+
+
+def _calibration_splitter(cv_folds: int, seed: int) -> GroupKFold:
+    return GroupKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
