@@ -15,8 +15,11 @@ from pydantic import ValidationError
 
 from healthpredict.settings import Settings, get_settings
 
-app = typer.Typer(help="Health Predict: 30-day readmission risk, with its MLOps lifecycle.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+app = typer.Typer(
+    help="Health Predict: 30-day readmission risk, with its MLOps lifecycle.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 data_app = typer.Typer(help="Open, check and prepare the raw extract.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 T = TypeVar("T")
@@ -27,10 +30,15 @@ logger = logging.getLogger("healthpredict")
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
     """Configure logging once for every command."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")  # fmt: skip
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     for noisy in ("alembic", "mlflow", "urllib3", "botocore", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -48,10 +56,20 @@ def _run(action: Callable[[], T]) -> T:
     from healthpredict.data.source import DataSourceError
     from healthpredict.data.timeline import TimelineError
     from healthpredict.data.validate import ContractError
+    from healthpredict.modeling.tune import SearchError
+    from healthpredict.pipelines.promote import PromotionError
 
     try:
         return action()
-    except (DataSourceError, ContractError, TimelineError, MlflowException, ValidationError) as error:
+    except (
+        DataSourceError,
+        ContractError,
+        TimelineError,
+        MlflowException,
+        ValidationError,
+        SearchError,
+        PromotionError,
+    ) as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1) from error
 
@@ -86,8 +104,11 @@ def data_prepare(
     """Validate, clean and cut the extract into the timeline (Parquet + manifest)."""
     from healthpredict.pipelines.prepare_data import prepare_data
 
-    settings = _run(lambda: _settings(data_source=source, n_batches=n_batches,
-                                      initial_window_fraction=initial_fraction))  # fmt: skip
+    settings = _run(
+        lambda: _settings(
+            data_source=source, n_batches=n_batches, initial_window_fraction=initial_fraction
+        )
+    )
     summary = _run(lambda: prepare_data(settings))
     typer.echo(_format_preparation(summary))
 
@@ -101,6 +122,46 @@ def train() -> None:
     typer.echo(_format_training(_run(lambda: train_and_register(settings))))
 
 
+@app.command("tune")
+def tune(
+    trials: Annotated[int | None, typer.Option(help="Trial budget.")] = None,
+    time_budget: Annotated[float | None, typer.Option(help="Time budget, seconds.")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Existing Ray cluster.")] = None,
+) -> None:
+    """Search hyper-parameters with Ray Tune, refit the best, register it as challenger."""
+    from healthpredict.pipelines.tune_and_register import tune_and_register
+    from healthpredict.reporting.summary import format_search_summary
+
+    settings = _run(
+        lambda: _settings(
+            tune_trials=trials, tune_time_budget_seconds=time_budget, ray_address=ray_address
+        )
+    )
+    typer.echo(format_search_summary(_run(lambda: tune_and_register(settings))))
+
+
+@app.command("promote")
+def promote() -> None:
+    """Run the promotion gate: challenger vs champion on the gate window."""
+    from healthpredict.pipelines.promote import promote as run_gate
+    from healthpredict.reporting.summary import format_gate_decision
+
+    settings = _run(_settings)
+    typer.echo(format_gate_decision(_run(lambda: run_gate(settings))))
+
+
+@app.command("rollback")
+def rollback(
+    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "manual rollback",
+) -> None:
+    """Put the previous champion back (recorded on both versions)."""
+    from healthpredict.pipelines.promote import rollback as run_rollback
+
+    settings = _run(_settings)
+    record = _run(lambda: run_rollback(settings, reason))
+    typer.echo(f"champion v{record.from_version} -> v{record.to_version}: {record.reason}")
+
+
 @app.command("demo")
 def demo(source: SourceOption = None) -> None:
     """The main job on embedded defaults: prepare data, train, evaluate, register, summarise."""
@@ -112,9 +173,52 @@ def demo(source: SourceOption = None) -> None:
     typer.echo(_format_training(_run(lambda: train_and_register(settings))))
 
 
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (overrides config).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (overrides settings).")] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request line.")] = False,
+) -> None:
+    """Serve the registered champion over HTTP (needs HEALTHPREDICT_API_KEY; docs/serving.md)."""
+    import os
+
+    import uvicorn
+
+    from healthpredict.serving.security import ServingConfigError, check_keys
+
+    settings = _run(lambda: _settings(serve_host=host, serve_port=port))
+    try:
+        check_keys(settings)  # before the heavy imports: a misconfiguration fails at once
+    except ServingConfigError as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from error
+    from healthpredict.serving.app import create_app
+
+    # Model downloads must not draw progress bars into the service's logs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    service = create_app(settings)
+    # One process: the model store and the prediction-log writer are per process; scale out
+    # with replicas (Kubernetes), not uvicorn workers.
+    uvicorn.run(
+        service,
+        host=settings.serve_host,
+        port=settings.serve_port,
+        access_log=access_log,
+        log_config=None,
+        server_header=False,
+    )
+
+
 @app.command("config")
-def show_config() -> None:
-    """Print the settings in force (secrets masked)."""
+def show_config(
+    markdown: Annotated[bool, typer.Option(help="Print the reference table instead.")] = False,
+) -> None:
+    """Print the settings in force (secrets masked), or the configuration reference."""
+    if markdown:
+        from healthpredict.reporting.settings_reference import settings_reference
+
+        typer.echo(settings_reference())
+        return
     settings = _run(_settings)
     for name, value in settings.model_dump().items():
         typer.echo(f"{name} = {value}")

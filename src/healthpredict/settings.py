@@ -47,13 +47,13 @@ class Settings(BaseSettings):
 
     # --- timeline -------------------------------------------------------------------------
     initial_window_fraction: float = Field(
-        default=0.8,
+        default=0.7,
         gt=0.0,
         lt=1.0,
         description="Share of encounters (oldest first) in the initial training window.",
     )
     n_batches: int = Field(
-        default=4,
+        default=3,
         ge=1,
         le=200,
         description="Number of production batches the rest of the timeline is cut into.",
@@ -64,12 +64,18 @@ class Settings(BaseSettings):
         lt=1.0,
         description="Share of the newest encounters that forms the temporal test window.",
     )
-    cv_folds: int = Field(default=5, ge=2, le=20, description="Patient-grouped folds.")
+    cv_folds: int = Field(
+        default=5, ge=2, le=20, description="Patient-grouped folds (calibration ensemble, CV)."
+    )
     seed: int = Field(default=42, description="Seed for every random choice.")
 
     # --- evaluation -----------------------------------------------------------------------
-    bootstrap_rounds: int = Field(default=500, ge=50, description="Patient-grouped bootstrap rounds.")
-    confidence_level: float = Field(default=0.95, gt=0.5, lt=1.0)
+    bootstrap_rounds: int = Field(
+        default=500, ge=50, description="Patient-grouped bootstrap rounds."
+    )
+    confidence_level: float = Field(
+        default=0.95, gt=0.5, lt=1.0, description="Coverage of every reported interval."
+    )
     top_risk_fraction: float = Field(
         default=0.10, gt=0.0, lt=1.0, description="Share of highest-risk encounters flagged."
     )
@@ -85,10 +91,93 @@ class Settings(BaseSettings):
         default=None, description="MLflow tracking URI; default sqlite:///<data_dir>/mlflow.db."
     )
     mlflow_artifact_location: str | None = Field(
-        default=None, description="Artifact root for a new experiment; default <data_dir>/mlartifacts."
+        default=None,
+        description="Artifact root for a new experiment; default <data_dir>/mlartifacts.",
     )
-    experiment_name: str = "health-predict"
-    model_name: str = "health-predict-readmission"
+    experiment_name: str = Field(default="health-predict", description="MLflow experiment.")
+    model_name: str = Field(
+        default="health-predict-readmission", description="Registered model name in MLflow."
+    )
+
+    # --- hyper-parameter search and promotion gate ------------------------------------------
+    ray_address: str | None = Field(
+        default=None,
+        description="Ray cluster to run the search on (e.g. ray://head:10001); default: a local "
+        "Ray with this machine's CPUs (RAY_ADDRESS is honoured too).",
+    )
+    search_space_file: Path | None = Field(
+        default=None, description="Search space YAML; default: the packaged search_space.yaml."
+    )
+    tune_trials: int = Field(default=40, ge=1, description="Trial budget of a search.")
+    tune_time_budget_seconds: float = Field(
+        default=170.0, gt=0.0, description="Wall-time budget of a search."
+    )
+    tune_folds: int = Field(
+        default=3, ge=2, le=10, description="Patient-grouped CV folds scored per trial."
+    )
+    tune_concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="Trials run at once. 1 makes the search reproducible (same seed, same data, "
+        "same best configuration); more is faster but depends on finishing order.",
+    )
+    gate_window: str = Field(
+        default="batch_001",
+        description="Prepared window the promotion gate compares models on; it must lie after "
+        "both models' training windows and is kept out of the temporal test window.",
+    )
+    gate_min_auc_gain: float = Field(
+        default=0.005,
+        ge=0.0,
+        description="ROC-AUC gain the challenger must show over the champion to be promoted.",
+    )
+    gate_loss_tolerance: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="The AUC-difference interval must exclude losses larger than this.",
+    )
+    gate_max_ece_increase: float = Field(
+        default=0.01,
+        ge=0.0,
+        description="A challenger whose calibration-error increase is surely (whole interval) "
+        "above this is refused.",
+    )
+
+    # --- serving (docs/serving.md) ---------------------------------------------------------
+    # No default keys: `healthpredict serve` refuses to start without an API key.
+    api_key: SecretStr | None = Field(
+        default=None, description="Key for the prediction endpoints (X-API-Key); required."
+    )
+    admin_key: SecretStr | None = Field(
+        default=None, description="Key for POST /admin/reload; reload is disabled when unset."
+    )
+    serve_host: str = Field(default="127.0.0.1", description="Interface the service binds to.")
+    serve_port: int = Field(default=8000, ge=1, le=65535)
+    decision_threshold: float = Field(
+        default=0.25, gt=0.0, lt=1.0, description="Probability at or above which to intervene."
+    )
+    risk_band_edges: list[float] = Field(
+        default=[0.10, 0.25], description="Increasing probability edges between risk bands."
+    )
+    risk_band_names: list[str] = Field(
+        default=["low", "medium", "high"], description="One name per band (edges + 1)."
+    )
+    max_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    max_body_bytes: int = Field(default=4_000_000, ge=1024, description="Largest request body.")
+    cors_origins: list[str] = Field(default=[], description="Allowed origins; empty = closed.")
+    model_poll_seconds: float = Field(
+        default=30.0, ge=0.0, description="Champion alias check period; 0 disables polling."
+    )
+    top_contributions: int = Field(default=5, ge=0, le=50, description="Reasons per prediction.")
+    # Secret: a PostgreSQL URL carries its password.
+    monitoring_db_url: SecretStr | None = Field(
+        default=None,
+        description="Prediction log database; default sqlite:///<data_dir>/monitoring.db.",
+    )
+    log_flush_seconds: float = Field(
+        default=1.0, gt=0.0, description="Prediction log flush period."
+    )
+    log_flush_rows: int = Field(default=500, ge=1, description="Flush as soon as this many wait.")
 
     @model_validator(mode="after")
     def _test_window_after_initial_window(self) -> Settings:
@@ -97,6 +186,38 @@ class Settings(BaseSettings):
                 "initial_window_fraction + test_fraction must not exceed 1: the temporal test "
                 "window may never overlap the training window"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _risk_bands_consistent(self) -> Settings:
+        edges = self.risk_band_edges
+        if any(not 0.0 < e < 1.0 for e in edges) or edges != sorted(set(edges)):
+            raise ValueError("risk_band_edges must be strictly increasing, each in (0, 1)")
+        if len(self.risk_band_names) != len(edges) + 1:
+            raise ValueError("risk_band_names needs exactly one name more than risk_band_edges")
+        return self
+
+    @property
+    def monitoring_url(self) -> str:
+        """The prediction-log database URL in force."""
+        if self.monitoring_db_url is not None:
+            return self.monitoring_db_url.get_secret_value()
+        return f"sqlite:///{(self.data_dir / 'monitoring.db').resolve()}"
+
+    @model_validator(mode="after")
+    def _gate_window_outside_test_window(self) -> Settings:
+        # The gate selects models, so it may never look at the temporal test window.
+        if self.gate_window.startswith("batch_"):
+            batch = int(self.gate_window.removeprefix("batch_"))
+            batch_end = self.initial_window_fraction + batch * (
+                (1 - self.initial_window_fraction) / self.n_batches
+            )
+            if batch > self.n_batches or batch_end > 1 - self.test_fraction + 1e-9:
+                raise ValueError(
+                    f"gate_window {self.gate_window} lies inside the temporal test window (or "
+                    "beyond the last batch): the gate must select on data the final evaluation "
+                    "never uses"
+                )
         return self
 
     @property

@@ -90,8 +90,10 @@ def test_same_seed_same_best_configuration(tuned: tuple[Settings, object]) -> No
 
 def test_failed_trials_register_nothing(ray_session: None, tmp_path: Path) -> None:
     broken = tmp_path / "space.yaml"
+    # num_leaves=1 makes LightGBM raise inside every trial.
     broken.write_text(
-        "lightgbm:\n  num_leaves: {choice: [[1]]}\npreprocessing:\n  min_category_count: {choice: [[20]]}\n"
+        "lightgbm:\n  num_leaves: {choice: [[1]]}\n"
+        "preprocessing:\n  min_category_count: {choice: [[20]]}\n"
     )
     settings = _prepared(tmp_path, search_space_file=broken, tune_trials=2)
     with pytest.raises(SearchError, match="trial"):

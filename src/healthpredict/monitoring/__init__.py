@@ -1,0 +1,1 @@
+"""Monitoring: the prediction log and (later) drift, performance and retraining policy."""

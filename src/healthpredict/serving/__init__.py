@@ -1,0 +1,1 @@
+"""The prediction service: FastAPI over the registered champion (see docs/serving.md)."""

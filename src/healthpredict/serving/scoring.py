@@ -1,0 +1,118 @@
+"""From validated records to predictions: risk, band, decision, reasons, and the log entry.
+
+Routes call :func:`predict_records` and nothing else; this is where serving decisions live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from healthpredict.data.pseudonym import keyed_hash
+from healthpredict.data.schema import ID_COLUMNS
+from healthpredict.monitoring.store import LoggedRequest
+from healthpredict.serving.model_store import Explanation, LoadedModel, Scores
+from healthpredict.settings import Settings
+
+
+class ModelUnavailableError(RuntimeError):
+    """No model is loaded yet (registry unreachable, no champion, or still loading)."""
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Predictions for a list of records, in request order."""
+
+    model: LoadedModel
+    probabilities: np.ndarray
+    bands: list[str]
+    decisions: list[bool]
+    reasons: list[list[dict[str, Any]]]
+    explanation: str
+    log: LoggedRequest
+
+
+def split_ids(
+    encounters: Sequence[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, list[Any]]]:
+    """Separate the optional direct identifiers from the model's feature fields."""
+    features = [{k: v for k, v in e.items() if k not in ID_COLUMNS} for e in encounters]
+    ids = {name: [e.get(name) for e in encounters] for name in ID_COLUMNS}
+    return features, ids
+
+
+def hashed(values: list[Any], salt: bytes) -> list[str | None]:
+    """Salted hashes of the given ids; None where no id was sent."""
+    if all(v is None for v in values):
+        return [None] * len(values)
+    given = pd.Series([v for v in values if v is not None])
+    keys = iter(keyed_hash(given, salt).tolist())
+    return [None if v is None else next(keys) for v in values]
+
+
+def risk_bands(probabilities: np.ndarray, settings: Settings) -> list[str]:
+    """Band of each probability: edges are inclusive lower bounds of the next band."""
+    index = np.searchsorted(np.asarray(settings.risk_band_edges), probabilities, side="right")
+    return [settings.risk_band_names[i] for i in index]
+
+
+def top_reasons(
+    model: LoadedModel, records: Sequence[dict[str, Any]], scores: Scores, k: int
+) -> list[list[dict[str, Any]]]:
+    """The ``k`` request fields that moved each prediction most, by absolute contribution."""
+    compiled, attributions, matrix = model.compiled, scores.attributions, scores.matrix
+    if k == 0 or compiled is None or attributions is None or matrix is None:
+        return [[] for _ in records]
+    names = compiled.encoder.feature_names
+    reasons = []
+    for row, record in enumerate(records):
+        order = np.argsort(-np.abs(attributions[row]), kind="stable")[:k]
+        reasons.append([
+            {"feature": group, "contribution": float(attributions[row, i]),
+             "value": record[group] if group in record else float(matrix[row, names.index(group)])}
+            for i in order if attributions[row, i] != 0.0
+            for group in (compiled.groups[i],)
+        ])  # fmt: skip
+    return reasons
+
+
+def predict_records(
+    model: LoadedModel | None,
+    encounters: Sequence[dict[str, Any]],
+    settings: Settings,
+    salt: bytes,
+    request_id: str,
+    explain: Explanation = "path",
+) -> Scored:
+    """Score validated encounters with ``model`` (one snapshot for the whole request).
+
+    Raises:
+        ModelUnavailableError: ``model`` is None.
+    """
+    if model is None:
+        raise ModelUnavailableError("no model loaded")
+    records, ids = split_ids(encounters)
+    scores = model.score(records, explain)
+    probabilities = scores.probabilities
+    bands = risk_bands(probabilities, settings)
+    decisions = (probabilities >= settings.decision_threshold).tolist()
+    reasons = top_reasons(model, records, scores, settings.top_contributions)
+    log = LoggedRequest(
+        request_id,
+        datetime.now(UTC),
+        model.name,
+        model.version,
+        records,
+        probabilities.tolist(),
+        bands,
+        decisions,
+        hashed(ids["patient_nbr"], salt),
+        hashed(ids["encounter_id"], salt),
+    )
+    explained = explain if scores.attributions is not None else "none"
+    return Scored(model, probabilities, bands, decisions, reasons, explained, log)

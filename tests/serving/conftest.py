@@ -1,0 +1,83 @@
+"""Fixtures for the service tests: a real registered champion (synthetic data), served apps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from healthpredict.pipelines.prepare_data import prepare_data
+from healthpredict.pipelines.train_and_register import train_and_register
+from healthpredict.serving.app import create_app
+from healthpredict.settings import Settings
+from tests.conftest import make_settings
+from tests.synthetic import make_raw_frame, write_csv
+
+API_KEY = "test-api-key-0123456789"
+ADMIN_KEY = "test-admin-key-9876543210"
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A registry holding a trained champion, and the settings that point at it."""
+
+    settings: Settings
+    version: str
+    folder: Path
+
+
+def make_champion(folder: Path, rows: int = 2500, seed: int = 11) -> Champion:
+    """Prepare a synthetic extract, train and register: the first model becomes champion."""
+    source = folder / "diabetic_data.csv"
+    write_csv(make_raw_frame(rows, seed=seed), str(source))
+    settings = make_settings(folder, source)
+    prepare_data(settings)
+    summary = train_and_register(settings)
+    assert summary.registered.alias == "champion"
+    return Champion(settings, summary.registered.version, folder)
+
+
+@pytest.fixture(scope="session")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> Champion:
+    """One champion shared by the tests that do not move the alias."""
+    return make_champion(tmp_path_factory.mktemp("champion"))
+
+
+def service_settings(base: Settings, tmp_path: Path, **overrides: object) -> Settings:
+    """Serving settings on ``base``'s registry, with keys and a private prediction log."""
+    values: dict[str, object] = {
+        "api_key": API_KEY,
+        "admin_key": ADMIN_KEY,
+        "monitoring_db_url": f"sqlite:///{tmp_path / 'monitoring.db'}",
+        "model_poll_seconds": 0.0,
+        "log_flush_seconds": 0.05,
+        "id_salt": "test-salt-not-secret",
+    }
+    # Through the constructor, not model_copy: keys must be validated into SecretStr.
+    return Settings(**{**base.model_dump(), **values, **overrides})
+
+
+def wait_ready(client: TestClient, timeout: float = 60.0) -> dict[str, Any]:
+    """Poll /ready until the model is loaded; fail with the service's reason otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = client.get("/ready")
+        if answer.status_code == 200:
+            return dict(answer.json())
+        if time.monotonic() > deadline:
+            pytest.fail(f"service not ready after {timeout}s: {answer.json()}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def client(champion: Champion, tmp_path: Path) -> Iterator[TestClient]:
+    """A started service on the shared champion, ready, with the API key sent by default."""
+    app = create_app(service_settings(champion.settings, tmp_path))
+    with TestClient(app, headers={"X-API-Key": API_KEY}) as test_client:
+        wait_ready(test_client)
+        yield test_client
