@@ -11,7 +11,7 @@ from sklearn.pipeline import Pipeline
 def feature_importance(pipeline: Pipeline) -> pd.Series:
     """Importance per model feature, largest first.
 
-    LightGBM: total split gain, averaged over the calibrated ensemble members. Logistic
+    LightGBM: total split gain (averaged over members if the calibrator is an ensemble). Logistic
     regression: absolute coefficient on the standardised features.
     """
     model = pipeline[-1]

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import sklearn
 import yaml
+from joblib import Parallel, delayed
 from lightgbm import LGBMClassifier
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -125,30 +126,43 @@ def _domain(name: str, spec: dict[str, list[Any]]) -> Any:
 def encode_folds(
     train: pd.DataFrame, min_category_counts: list[int], n_folds: int, seed: int
 ) -> dict[int, list[FoldMatrices]]:
-    """Fit the preprocessor inside every patient-grouped fold, once per preprocessing choice."""
+    """Fit the preprocessor inside every patient-grouped fold, once per preprocessing choice.
+
+    The encodings are independent, so they run in parallel processes.
+    """
     folds = grouped_folds(train[TARGET], train[PATIENT_KEY], n_folds, seed)
     records, target = features_of(train), train[TARGET].to_numpy()
-    encoded: dict[int, list[FoldMatrices]] = {}
-    for count in min_category_counts:
-        encoded[count] = []
-        for fit_rows, valid_rows in folds:
-            preprocessor = build_preprocessor(min_category_count=count)
-            with sklearn.config_context(enable_metadata_routing=True):
-                fit_x = preprocessor.fit_transform(
-                    records.iloc[fit_rows],
-                    target[fit_rows],
-                    groups=patient_groups(train[PATIENT_KEY].iloc[fit_rows]),
-                )
-            valid_x = preprocessor.transform(records.iloc[valid_rows])
-            encoded[count].append(
-                FoldMatrices(
-                    fit_x.to_numpy(np.float32),
-                    target[fit_rows],
-                    valid_x.to_numpy(np.float32),
-                    target[valid_rows],
-                )
-            )
+    groups = patient_groups(train[PATIENT_KEY])
+    jobs = [(count, fold) for count in min_category_counts for fold in folds]
+    matrices = Parallel(n_jobs=usable_cpus())(
+        delayed(_encode_fold)(records, target, groups, fold, count) for count, fold in jobs
+    )
+    encoded: dict[int, list[FoldMatrices]] = {count: [] for count in min_category_counts}
+    for (count, _), fold_matrices in zip(jobs, matrices, strict=True):
+        encoded[count].append(fold_matrices)
     return encoded
+
+
+def _encode_fold(
+    records: pd.DataFrame,
+    target: np.ndarray,
+    groups: np.ndarray,
+    fold: tuple[np.ndarray, np.ndarray],
+    min_category_count: int,
+) -> FoldMatrices:
+    fit_rows, valid_rows = fold
+    preprocessor = build_preprocessor(min_category_count=min_category_count)
+    with sklearn.config_context(enable_metadata_routing=True):
+        fit_x = preprocessor.fit_transform(
+            records.iloc[fit_rows], target[fit_rows], groups=groups[fit_rows]
+        )
+    valid_x = preprocessor.transform(records.iloc[valid_rows])
+    return FoldMatrices(
+        fit_x.to_numpy(np.float32),
+        target[fit_rows],
+        valid_x.to_numpy(np.float32),
+        target[valid_rows],
+    )
 
 
 def run_trial(
@@ -288,7 +302,8 @@ def run_search(
             num_samples=trials,
             search_alg=OptunaSearch(seed=seed),
             max_concurrent_trials=concurrency,
-            scheduler=ASHAScheduler(max_t=n_folds, grace_period=1, reduction_factor=2),
+            # Keep the top third at each rung: most weak trials stop after their first fold.
+            scheduler=ASHAScheduler(max_t=n_folds, grace_period=1, reduction_factor=3),
             time_budget_s=time_budget_seconds,
             # One long-lived worker: a fresh process per trial costs seconds of imports.
             reuse_actors=True,
