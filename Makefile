@@ -15,7 +15,7 @@ INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml requirements/lock.txt
 SHARED_EXTRACT := ../shared/data/dataset_diabetes.zip
 export HEALTHPREDICT_DATA_SOURCE ?= $(if $(wildcard $(SHARED_EXTRACT)),$(abspath $(SHARED_EXTRACT)),uci)
 
-.PHONY: install demo test lint lock benchmark benchmark-search clean help
+.PHONY: install demo test lint lock benchmark benchmark-search benchmark-load clean help
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -46,8 +46,12 @@ lock: ## Re-resolve requirements/lock.txt from pyproject.toml
 benchmark: install ## Print the model-quality and training-time figures
 	$(PYTHON) benchmarks/model_quality.py
 
-benchmark-search: install ## Print the hyper-parameter search figures (about 4 minutes)
+benchmark-search: install ## Print the hyper-parameter search figures (about 3 minutes)
 	$(PYTHON) benchmarks/search.py
+
+benchmark-load: install ## Print serving latency and throughput (runs the demo first if no model)
+	@test -f data/mlflow.db || $(VENV)/bin/healthpredict demo
+	$(PYTHON) benchmarks/load_service.py --data-dir data
 
 clean: ## Remove the local data folder (prepared data, MLflow store) and caches
 	rm -rf data .pytest_cache .mypy_cache .ruff_cache

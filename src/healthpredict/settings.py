@@ -152,7 +152,7 @@ class Settings(BaseSettings):
         default=None, description="Key for POST /admin/reload; reload is disabled when unset."
     )
     serve_host: str = Field(default="127.0.0.1", description="Interface the service binds to.")
-    serve_port: int = Field(default=8000, ge=1, le=65535)
+    serve_port: int = Field(default=8000, ge=1, le=65535, description="Port the service binds to.")
     decision_threshold: float = Field(
         default=0.25, gt=0.0, lt=1.0, description="Probability at or above which to intervene."
     )
@@ -162,7 +162,9 @@ class Settings(BaseSettings):
     risk_band_names: list[str] = Field(
         default=["low", "medium", "high"], description="One name per band (edges + 1)."
     )
-    max_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    max_batch_size: int = Field(
+        default=1000, ge=1, le=100_000, description="Most records in one /predict/batch call."
+    )
     max_body_bytes: int = Field(default=4_000_000, ge=1024, description="Largest request body.")
     cors_origins: list[str] = Field(default=[], description="Allowed origins; empty = closed.")
     model_poll_seconds: float = Field(
