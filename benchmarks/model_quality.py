@@ -22,9 +22,9 @@ from healthpredict.data.prepare import TARGET
 from healthpredict.data.pseudonym import PATIENT_KEY
 from healthpredict.data.schema import INTEGER_COLUMNS
 from healthpredict.data.timeline import INITIAL_WINDOW, load_test_window, load_window
-from healthpredict.modeling.evaluate import SUBGROUP_ATTRIBUTES, EvalReport, evaluate_predictions
 from healthpredict.modeling.train import ModelKind, features_of, fit_model, usable_cpus
 from healthpredict.pipelines.prepare_data import prepare_data
+from healthpredict.pipelines.train_and_register import evaluate_scores
 from healthpredict.reporting.summary import format_metrics_table, format_subgroups
 from healthpredict.settings import Settings
 
@@ -42,20 +42,6 @@ def plain_lightgbm_scores(train: pd.DataFrame, test: pd.DataFrame, seed: int) ->
     return model.predict_proba(raw_test)[:, 1]
 
 
-def evaluate(scores: np.ndarray, test: pd.DataFrame, settings: Settings) -> EvalReport:
-    """The same evaluation the training flow uses."""
-    return evaluate_predictions(
-        test[TARGET],
-        scores,
-        test[PATIENT_KEY],
-        test[list(SUBGROUP_ATTRIBUTES)],
-        rounds=settings.bootstrap_rounds,
-        confidence_level=settings.confidence_level,
-        top_fraction=settings.top_risk_fraction,
-        seed=settings.seed,
-    )
-
-
 def main() -> None:
     """Prepare, train the three models, and print the comparison."""
     with tempfile.TemporaryDirectory() as folder:
@@ -68,13 +54,13 @@ def main() -> None:
     pipeline_seconds = time.perf_counter() - started
     logistic = fit_model(ModelKind.LOGISTIC, train, cv_folds=settings.cv_folds, seed=settings.seed)
     reports = {
-        "LightGBM pipeline": evaluate(
+        "LightGBM pipeline": evaluate_scores(
             pipeline.pipeline.predict_proba(features_of(test))[:, 1], test, settings
         ),
-        "plain LightGBM, raw": evaluate(
+        "plain LightGBM, raw": evaluate_scores(
             plain_lightgbm_scores(train, test, settings.seed), test, settings
         ),
-        "logistic baseline": evaluate(
+        "logistic baseline": evaluate_scores(
             logistic.pipeline.predict_proba(features_of(test))[:, 1], test, settings
         ),
     }

@@ -22,8 +22,9 @@ from healthpredict.data.pseudonym import PATIENT_KEY
 from healthpredict.data.timeline import INITIAL_WINDOW, load_test_window, load_window
 from healthpredict.modeling.gate import GatePolicy, compare
 from healthpredict.modeling.train import ModelKind, features_of, fit_model
-from healthpredict.modeling.tune import connect_ray, load_search_space, run_search
+from healthpredict.modeling.tune import connect_ray, load_search_space
 from healthpredict.pipelines.prepare_data import prepare_data
+from healthpredict.pipelines.tune_and_register import search as search_with_settings
 from healthpredict.pipelines.tune_and_register import tuned_params
 from healthpredict.settings import Settings
 
@@ -39,16 +40,7 @@ def main() -> None:
         started = time.perf_counter()
         connect_ray(settings.ray_address)
         ray_seconds = time.perf_counter() - started
-        search = run_search(
-            train,
-            load_search_space(),
-            settings.tune_trials,
-            settings.tune_time_budget_seconds,
-            settings.tune_folds,
-            settings.tune_concurrency,
-            settings.seed,
-            settings.data_dir / "ray_results",
-        )
+        search = search_with_settings(train, load_search_space(), settings)
         ray.shutdown()
     tuned = fit_model(
         ModelKind.LIGHTGBM,

@@ -144,17 +144,21 @@ def _evaluate(
     model: TrainedModel, test: pd.DataFrame, settings: Settings
 ) -> tuple[EvalReport, np.ndarray]:
     scores = model.pipeline.predict_proba(features_of(test))[:, 1]
-    report = evaluate_predictions(
-        test[TARGET],
+    return evaluate_scores(scores, test, settings), scores
+
+
+def evaluate_scores(scores: np.ndarray, window: pd.DataFrame, settings: Settings) -> EvalReport:
+    """Evaluate probabilities for a prepared window the way every report here does."""
+    return evaluate_predictions(
+        window[TARGET],
         scores,
-        test[PATIENT_KEY],
-        test[list(SUBGROUP_ATTRIBUTES)],
+        window[PATIENT_KEY],
+        window[list(SUBGROUP_ATTRIBUTES)],
         rounds=settings.bootstrap_rounds,
         confidence_level=settings.confidence_level,
         top_fraction=settings.top_risk_fraction,
         seed=settings.seed,
     )
-    return report, scores
 
 
 def _log_figures(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import mlflow
+import pandas as pd
 
 from healthpredict.data.timeline import INITIAL_WINDOW, load_manifest, load_window
 from healthpredict.modeling.registry import configure_tracking
@@ -54,16 +55,7 @@ def tune_and_register(settings: Settings) -> TuneSummary:
                 "objective": "mean patient-grouped CV ROC-AUC",
             }
         )
-        result = run_search(
-            train,
-            space,
-            settings.tune_trials,
-            settings.tune_time_budget_seconds,
-            settings.tune_folds,
-            settings.tune_concurrency,
-            settings.seed,
-            settings.data_dir / "ray_results",
-        )
+        result = search(train, space, settings)
         _log_trials(result)
         training = train_and_register(
             settings,
@@ -72,6 +64,22 @@ def tune_and_register(settings: Settings) -> TuneSummary:
             tags={"search_run_id": parent.info.run_id, "selected_by": "tune"},
         )
     return TuneSummary(result, training, parent.info.run_id)
+
+
+def search(
+    train: pd.DataFrame, space: dict[str, dict[str, Any]], settings: Settings
+) -> SearchResult:
+    """Run the search with the budgets, folds and seed in force (Ray must be connected)."""
+    return run_search(
+        train,
+        space,
+        settings.tune_trials,
+        settings.tune_time_budget_seconds,
+        settings.tune_folds,
+        settings.tune_concurrency,
+        settings.seed,
+        settings.data_dir / "ray_results",
+    )
 
 
 def tuned_params(config: dict[str, Any]) -> dict[str, Any]:
