@@ -54,10 +54,14 @@ def configure_tracking(settings: Settings) -> str:
     mlflow.set_registry_uri(settings.tracking_uri)
     experiment = mlflow.get_experiment_by_name(settings.experiment_name)
     if experiment is not None:
-        return str(experiment.experiment_id)
-    return mlflow.create_experiment(
-        settings.experiment_name, artifact_location=settings.artifact_location
-    )
+        experiment_id = str(experiment.experiment_id)
+    else:
+        experiment_id = mlflow.create_experiment(
+            settings.experiment_name, artifact_location=settings.artifact_location
+        )
+    # Without this, runs land in MLflow's "Default" experiment and its ./mlruns artifact folder.
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
 
 
 def model_signature(example: pd.DataFrame, pipeline: Pipeline) -> ModelSignature:
