@@ -11,12 +11,12 @@ import pytest
 from mlflow import MlflowClient
 
 from healthpredict.modeling.registry import CHALLENGER, CHAMPION, current_version
+from healthpredict.modeling.search import SearchBudget, run_search
 from healthpredict.modeling.train import default_params
 from healthpredict.modeling.tune import (
     SearchError,
     connect_ray,
     load_search_space,
-    run_search,
 )
 from healthpredict.pipelines.prepare_data import prepare_data
 from healthpredict.pipelines.promote import PromotionError, promote, rollback
@@ -81,9 +81,10 @@ def test_same_seed_same_best_configuration(tuned: tuple[Settings, object]) -> No
     from healthpredict.data.timeline import INITIAL_WINDOW, load_manifest, load_window
 
     train = load_window(settings.prepared_dir, load_manifest(settings.prepared_dir), INITIAL_WINDOW)
-    again = run_search(
-        train, load_search_space(), 8, 120, 3, 1, settings.seed, settings.data_dir / "again"
+    budget = SearchBudget(
+        trials=8, time_budget_seconds=170, n_folds=3, concurrency=1, seed=settings.seed
     )
+    again = run_search(train, load_search_space(), budget, settings.data_dir / "again")
     assert again.best.config == summary.search.best.config  # type: ignore[attr-defined]
     assert again.best.mean_score == pytest.approx(summary.search.best.mean_score)  # type: ignore[attr-defined]
 
@@ -127,7 +128,7 @@ def test_unreachable_ray_address_fails_fast() -> None:
 
 def test_zero_budget_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SearchError, match="budget"):
-        run_search(None, load_search_space(), 0, 10, 3, 1, 0, tmp_path)  # type: ignore[arg-type]
+        run_search(None, load_search_space(), SearchBudget(0, 10, 3, 1, 0), tmp_path)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ import pandas as pd
 
 from healthpredict.data.timeline import INITIAL_WINDOW, load_manifest, load_window
 from healthpredict.modeling.registry import configure_tracking
+from healthpredict.modeling.search import SearchBudget, run_search
 from healthpredict.modeling.train import default_params
-from healthpredict.modeling.tune import SearchResult, connect_ray, load_search_space, run_search
+from healthpredict.modeling.tune import SearchResult, connect_ray, load_search_space
 from healthpredict.pipelines.train_and_register import TrainingSummary, train_and_register
 from healthpredict.settings import Settings
 
@@ -70,16 +71,14 @@ def search(
     train: pd.DataFrame, space: dict[str, dict[str, Any]], settings: Settings
 ) -> SearchResult:
     """Run the search with the budgets, folds and seed in force (Ray must be connected)."""
-    return run_search(
-        train,
-        space,
-        settings.tune_trials,
-        settings.tune_time_budget_seconds,
-        settings.tune_folds,
-        settings.tune_concurrency,
-        settings.seed,
-        settings.data_dir / "ray_results",
+    budget = SearchBudget(
+        trials=settings.tune_trials,
+        time_budget_seconds=settings.tune_time_budget_seconds,
+        n_folds=settings.tune_folds,
+        concurrency=settings.tune_concurrency,
+        seed=settings.seed,
     )
+    return run_search(train, space, budget, settings.data_dir / "ray_results")
 
 
 def tuned_params(config: dict[str, Any]) -> dict[str, Any]:
