@@ -17,13 +17,12 @@ from pathlib import Path
 
 import ray
 
+from common import prepared_windows
 from healthpredict.data.prepare import TARGET
 from healthpredict.data.pseudonym import PATIENT_KEY
-from healthpredict.data.timeline import INITIAL_WINDOW, load_test_window, load_window
 from healthpredict.modeling.gate import GatePolicy, compare
 from healthpredict.modeling.train import ModelKind, features_of, fit_model
 from healthpredict.modeling.tune import connect_ray, load_search_space
-from healthpredict.pipelines.prepare_data import prepare_data
 from healthpredict.pipelines.tune_and_register import search as search_with_settings
 from healthpredict.pipelines.tune_and_register import tuned_params
 from healthpredict.settings import Settings
@@ -34,9 +33,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     with tempfile.TemporaryDirectory() as folder:
         settings = Settings(data_dir=Path(folder))
-        prepared = prepare_data(settings)
-        train = load_window(settings.prepared_dir, prepared.manifest, INITIAL_WINDOW)
-        test = load_test_window(settings.prepared_dir, prepared.manifest)
+        train, test = prepared_windows(settings)
         started = time.perf_counter()
         connect_ray(settings.ray_address)
         ray_seconds = time.perf_counter() - started

@@ -32,20 +32,27 @@ class GatePolicy:
 
 
 @dataclass(frozen=True)
-class GateDecision:
-    """Everything the gate saw and decided; recorded on both model versions."""
+class Comparison:
+    """Paired measurements of two models on the same rows."""
 
-    champion_version: str
-    challenger_version: str
-    window: str
-    n_rows: int
-    n_patients: int
     champion_roc_auc: float
     challenger_roc_auc: float
     auc_gain: Interval
     champion_ece: float
     challenger_ece: float
     ece_increase: Interval
+
+
+@dataclass(frozen=True)
+class GateDecision(Comparison):
+    """Everything the gate saw and decided (both scores, intervals, policy, verdict, reason);
+    recorded on both model versions."""
+
+    champion_version: str
+    challenger_version: str
+    window: str
+    n_rows: int
+    n_patients: int
     policy: GatePolicy
     promote: bool
     reason: str
@@ -66,18 +73,6 @@ class GateDecision:
     def to_dict(self) -> dict[str, object]:
         """Plain data, for a JSON record."""
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Paired measurements of two models on the same rows."""
-
-    champion_roc_auc: float
-    challenger_roc_auc: float
-    auc_gain: Interval
-    champion_ece: float
-    challenger_ece: float
-    ece_increase: Interval
 
 
 def compare(
