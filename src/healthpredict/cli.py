@@ -26,7 +26,6 @@ T = TypeVar("T")
 SourceOption = Annotated[
     str | None, typer.Option("--source", help="Raw extract location (overrides settings).")
 ]
-logger = logging.getLogger("healthpredict")
 
 
 @app.callback()
@@ -103,6 +102,7 @@ def data_prepare(
 ) -> None:
     """Validate, clean and cut the extract into the timeline (Parquet + manifest)."""
     from healthpredict.pipelines.prepare_data import prepare_data
+    from healthpredict.reporting.summary import format_preparation_summary
 
     settings = _run(
         lambda: _settings(
@@ -110,16 +110,17 @@ def data_prepare(
         )
     )
     summary = _run(lambda: prepare_data(settings))
-    typer.echo(_format_preparation(summary))
+    typer.echo(format_preparation_summary(summary))
 
 
 @app.command("train")
 def train() -> None:
     """Train on the initial window, evaluate on the test window, track and register."""
     from healthpredict.pipelines.train_and_register import train_and_register
+    from healthpredict.reporting.summary import format_training_summary
 
     settings = _run(_settings)
-    typer.echo(_format_training(_run(lambda: train_and_register(settings))))
+    typer.echo(format_training_summary(_run(lambda: train_and_register(settings))))
 
 
 @app.command("tune")
@@ -167,10 +168,11 @@ def demo(source: SourceOption = None) -> None:
     """The main job on embedded defaults: prepare data, train, evaluate, register, summarise."""
     from healthpredict.pipelines.prepare_data import prepare_data
     from healthpredict.pipelines.train_and_register import train_and_register
+    from healthpredict.reporting.summary import format_preparation_summary, format_training_summary
 
     settings = _run(lambda: _settings(data_source=source))
-    typer.echo(_format_preparation(_run(lambda: prepare_data(settings))))
-    typer.echo(_format_training(_run(lambda: train_and_register(settings))))
+    typer.echo(format_preparation_summary(_run(lambda: prepare_data(settings))))
+    typer.echo(format_training_summary(_run(lambda: train_and_register(settings))))
 
 
 @app.command("serve")
@@ -223,22 +225,3 @@ def show_config(
     for name, value in settings.model_dump().items():
         typer.echo(f"{name} = {value}")
     typer.echo(f"tracking_uri (effective) = {settings.tracking_uri}")
-
-
-def _format_preparation(summary: Any) -> str:
-    manifest = summary.manifest
-    lines = [
-        f"Prepared data in {summary.directory} (data hash {manifest.data_hash})",
-        f"  contract: {summary.validation.summary()}",
-        f"  cleaning: {summary.cleaning.summary()}",
-    ]
-    for window in manifest.windows:
-        rate = window.positives / window.rows
-        lines.append(f"  {window.name:<10} {window.rows:>7,} rows  readmitted<30 {rate:6.2%}")
-    return "\n".join(lines)
-
-
-def _format_training(summary: Any) -> str:
-    from healthpredict.reporting.summary import format_training_summary
-
-    return format_training_summary(summary)

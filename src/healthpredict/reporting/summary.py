@@ -8,6 +8,7 @@ from healthpredict.modeling.evaluate import EvalReport
 
 if TYPE_CHECKING:
     from healthpredict.modeling.gate import GateDecision
+    from healthpredict.pipelines.prepare_data import PreparationSummary
     from healthpredict.pipelines.train_and_register import TrainingSummary
     from healthpredict.pipelines.tune_and_register import TuneSummary
 
@@ -19,6 +20,20 @@ METRIC_LABELS = {
     "precision_at_top": "precision, top risk",
     "recall_at_top": "recall, top risk",
 }
+
+
+def format_preparation_summary(summary: PreparationSummary) -> str:
+    """Where the prepared data went, what the contract and cleaning did, and each window."""
+    manifest = summary.manifest
+    lines = [
+        f"Prepared data in {summary.directory} (data hash {manifest.data_hash})",
+        f"  contract: {summary.validation.summary()}",
+        f"  cleaning: {summary.cleaning.summary()}",
+    ]
+    for window in manifest.windows:
+        rate = window.positives / window.rows
+        lines.append(f"  {window.name:<10} {window.rows:>7,} rows  readmitted<30 {rate:6.2%}")
+    return "\n".join(lines)
 
 
 def format_metrics_table(reports: dict[str, EvalReport]) -> str:
