@@ -65,7 +65,7 @@ class Settings(BaseSettings):
         description="Share of the newest encounters that forms the temporal test window.",
     )
     cv_folds: int = Field(
-        default=5, ge=2, le=20, description="Patient-grouped folds (calibration ensemble, CV)."
+        default=5, ge=2, le=20, description="Patient-grouped folds for out-of-fold calibration."
     )
     seed: int = Field(default=42, description="Seed for every random choice.")
 
