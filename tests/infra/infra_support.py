@@ -88,3 +88,18 @@ def fresh_moto(endpoint: str) -> Any:
     return boto3.Session(
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
     )
+
+
+def deploy_stack(stack: Synthesized, endpoint: str) -> tuple[Any, Any]:
+    """Resets moto, creates ``stack`` with plain CloudFormation; returns (session, cfn client)."""
+    session = fresh_moto(endpoint)
+    if stack.config.key_pair_name:
+        ec2 = session.client("ec2", endpoint_url=endpoint)
+        ec2.create_key_pair(KeyName=stack.config.key_pair_name)
+    cfn = session.client("cloudformation", endpoint_url=endpoint)
+    cfn.create_stack(
+        StackName=stack.config.stack_name,
+        TemplateBody=json.dumps(stack.template),
+        Capabilities=["CAPABILITY_IAM"],
+    )
+    return session, cfn

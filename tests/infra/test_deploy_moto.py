@@ -21,7 +21,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from healthpredict_infra.teardown import Clients, teardown
-from infra_support import ADMIN_CIDR, REGION, Synthesized, fresh_moto
+from infra_support import ADMIN_CIDR, REGION, Synthesized, deploy_stack
 from moto.cloudformation.parsing import get_model_map
 
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse .* not supported by moto")
@@ -61,17 +61,8 @@ class Deployment:
 def deployment(request: pytest.FixtureRequest, moto_endpoint: str) -> Deployment:
     """Deploys one variant with plain CloudFormation into a freshly reset moto."""
     stack: Synthesized = request.getfixturevalue(request.param)
-    session = fresh_moto(moto_endpoint)
-    ec2 = session.client("ec2", endpoint_url=moto_endpoint)
-    if stack.config.key_pair_name:
-        ec2.create_key_pair(KeyName=stack.config.key_pair_name)
-    cfn = session.client("cloudformation", endpoint_url=moto_endpoint)
+    session, cfn = deploy_stack(stack, moto_endpoint)
     name = stack.config.stack_name
-    cfn.create_stack(
-        StackName=name,
-        TemplateBody=json.dumps(stack.template),
-        Capabilities=["CAPABILITY_IAM"],
-    )
     cfn.get_waiter("stack_create_complete").wait(StackName=name, WaiterConfig={"Delay": 1})
     described = cfn.describe_stacks(StackName=name)["Stacks"][0]
     summaries = cfn.list_stack_resources(StackName=name)["StackResourceSummaries"]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from healthpredict_infra.teardown import Clients, main, teardown
-from infra_support import Synthesized, fresh_moto
+from infra_support import Synthesized, deploy_stack, fresh_moto
 
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse .* not supported by moto")
 
@@ -15,14 +13,8 @@ def test_retained_storage_found_by_tag_after_plain_stack_delete(
     default: Synthesized, moto_endpoint: str
 ) -> None:
     """`cdk destroy` alone leaves the retained bucket and repository; teardown finds them by tag."""
-    session = fresh_moto(moto_endpoint)
-    cfn = session.client("cloudformation", endpoint_url=moto_endpoint)
+    session, cfn = deploy_stack(default, moto_endpoint)
     name = default.config.stack_name
-    cfn.create_stack(
-        StackName=name,
-        TemplateBody=json.dumps(default.template),
-        Capabilities=["CAPABILITY_IAM"],
-    )
     outputs = {
         o["OutputKey"]: o["OutputValue"]
         for o in cfn.describe_stacks(StackName=name)["Stacks"][0]["Outputs"]
@@ -70,14 +62,8 @@ def test_stop_only_stops_and_keeps_everything(
     default: Synthesized, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`make infra-stop`: the instance stops, the stack and its storage stay."""
-    session = fresh_moto(moto_endpoint)
-    cfn = session.client("cloudformation", endpoint_url=moto_endpoint)
+    session, cfn = deploy_stack(default, moto_endpoint)
     name = default.config.stack_name
-    cfn.create_stack(
-        StackName=name,
-        TemplateBody=json.dumps(default.template),
-        Capabilities=["CAPABILITY_IAM"],
-    )
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
