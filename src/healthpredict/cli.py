@@ -50,6 +50,17 @@ def _settings(**overrides: Any) -> Settings:
 
 def _run(action: Callable[[], T]) -> T:
     """Run ``action``; turn expected failures into one clear line and exit status 1."""
+    try:
+        return action()
+    except Exception as error:
+        if not isinstance(error, _expected_errors()):
+            raise
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from error
+
+
+def _expected_errors() -> tuple[type[Exception], ...]:
+    """Errors a user can act on; imported only when one happens (MLflow costs seconds)."""
     from mlflow.exceptions import MlflowException
 
     from healthpredict.data.source import DataSourceError
@@ -58,9 +69,7 @@ def _run(action: Callable[[], T]) -> T:
     from healthpredict.modeling.tune import SearchError
     from healthpredict.pipelines.promote import PromotionError
 
-    try:
-        return action()
-    except (
+    return (
         DataSourceError,
         ContractError,
         TimelineError,
@@ -68,9 +77,7 @@ def _run(action: Callable[[], T]) -> T:
         ValidationError,
         SearchError,
         PromotionError,
-    ) as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=1) from error
+    )
 
 
 @data_app.command("contract")
