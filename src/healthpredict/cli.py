@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -23,6 +24,15 @@ app = typer.Typer(
 data_app = typer.Typer(help="Open, check and prepare the raw extract.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 T = TypeVar("T")
+
+
+class StreamChoice(StrEnum):
+    """Which production stream ``simulate`` replays."""
+
+    NATURAL = "natural"
+    EXCHANGEABLE = "exchangeable"
+
+
 SourceOption = Annotated[
     str | None, typer.Option("--source", help="Raw extract location (overrides settings).")
 ]
@@ -67,9 +77,18 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     from healthpredict.data.timeline import TimelineError
     from healthpredict.data.validate import ContractError
     from healthpredict.modeling.tune import SearchError
+    from healthpredict.monitoring.policy import PolicyError
+    from healthpredict.monitoring.scenarios import ScenarioError
+    from healthpredict.pipelines.model_slots import SlotError
     from healthpredict.pipelines.promote import PromotionError
+    from healthpredict.pipelines.simulate import SimulationError
 
     return (
+        PolicyError,
+        ScenarioError,
+        SlotError,
+        SimulationError,
+        LookupError,
         DataSourceError,
         ContractError,
         TimelineError,
@@ -168,6 +187,35 @@ def rollback(
     settings = _run(_settings)
     record = _run(lambda: run_rollback(settings, reason))
     typer.echo(f"champion v{record.from_version} -> v{record.to_version}: {record.reason}")
+
+
+@app.command("simulate")
+def simulate(
+    policy: Annotated[str | None, typer.Option(help="Policy name (policies file).")] = None,
+    run_name: Annotated[str | None, typer.Option(help="Run name; default from set+policy.")] = None,
+    stream: Annotated[
+        StreamChoice, typer.Option(help="Time order, or the no-drift exchangeable control.")
+    ] = StreamChoice.NATURAL,
+    what_if: Annotated[
+        bool, typer.Option(help="Keep versions in a folder; never move the registry's alias.")
+    ] = False,
+    restart: Annotated[bool, typer.Option(help="Forget the run's records and start over.")] = False,
+    max_batches: Annotated[int | None, typer.Option(help="Stop after this many batches.")] = None,
+) -> None:
+    """Replay the production batches: score, monitor, decide, retrain, gate (resumable)."""
+    from healthpredict.pipelines.simulate import build_plan
+    from healthpredict.pipelines.simulate import simulate as run_simulation
+    from healthpredict.reporting.summary import format_batch_table
+
+    if stream not in ("natural", "exchangeable"):
+        typer.secho(
+            "error: --stream must be natural or exchangeable", fg=typer.colors.RED, err=True
+        )
+        raise typer.Exit(code=1)
+    settings = _run(lambda: _settings(policy=policy))
+    plan = _run(lambda: build_plan(settings, settings.policy, run_name, stream.value, what_if))
+    history = _run(lambda: run_simulation(settings, plan, restart, max_batches, typer.echo))
+    typer.echo(format_batch_table(history))
 
 
 @app.command("demo")

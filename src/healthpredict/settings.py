@@ -181,6 +181,79 @@ class Settings(BaseSettings):
     )
     log_flush_rows: int = Field(default=500, ge=1, description="Flush as soon as this many wait.")
 
+    # --- monitoring, policies and simulation (docs/monitoring_and_retraining.md) ----------
+    scenarios_file: Path | None = Field(
+        default=None,
+        description="Drift scenario set (YAML) the simulation injects; default: the packaged "
+        "scenarios/default.yaml.",
+    )
+    policies_file: Path | None = Field(
+        default=None,
+        description="Retraining policies (YAML); default: the packaged policies.yaml.",
+    )
+    policy: str = Field(
+        default="drift", description="Retraining policy of `healthpredict simulate`, by name."
+    )
+    label_delay_batches: int = Field(
+        default=1,
+        ge=0,
+        le=10,
+        description="Batches after scoring before a batch's readmission labels are known.",
+    )
+    drift_features: int = Field(
+        default=12,
+        ge=1,
+        le=60,
+        description="Monitored features: the champion's most important request fields.",
+    )
+    drift_threshold: float = Field(
+        default=0.1,
+        gt=0.0,
+        description="Population stability index above which a monitored feature has drifted.",
+    )
+    drift_share_alarm: float = Field(
+        default=0.3,
+        gt=0.0,
+        le=1.0,
+        description="Importance-weighted share of drifted features that raises a data-drift "
+        "alarm.",
+    )
+    prediction_drift_threshold: float = Field(
+        default=0.1,
+        gt=0.0,
+        description="Population stability index of the predicted risk that raises an alarm.",
+    )
+    estimated_auc_drop_alarm: float = Field(
+        default=0.03,
+        gt=0.0,
+        description="Drop of the label-free AUC estimate below the reference that raises an "
+        "alarm.",
+    )
+    realised_auc_drop_alarm: float = Field(
+        default=0.02,
+        ge=0.0,
+        description="Realised AUC below the label-free estimate by more than this, with the "
+        "whole interval below, raises a concept-drift alarm.",
+    )
+    calibration_gap_alarm: float = Field(
+        default=0.02,
+        ge=0.0,
+        description="Observed minus predicted readmission rate beyond this, with the whole "
+        "interval beyond, raises a calibration alarm.",
+    )
+    quality_max_invalid_fraction: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="Share of contract-violating rows above which a batch is quarantined; "
+        "fewer are set aside and the rest is scored.",
+    )
+    reference_rows: int = Field(
+        default=20_000,
+        ge=1000,
+        description="Most rows of the champion's training data kept as the drift reference.",
+    )
+
     @model_validator(mode="after")
     def _test_window_after_initial_window(self) -> Settings:
         if self.initial_window_fraction + self.test_fraction > 1.0 + 1e-9:
@@ -226,6 +299,11 @@ class Settings(BaseSettings):
     def prepared_dir(self) -> Path:
         """Folder of the prepared timeline (Parquet files and manifest)."""
         return self.data_dir / "prepared"
+
+    @property
+    def simulation_dir(self) -> Path:
+        """Folder of simulation runs: scored batches, quarantine, references, drift reports."""
+        return self.data_dir / "simulation"
 
     @property
     def reports_dir(self) -> Path:

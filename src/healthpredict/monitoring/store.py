@@ -56,6 +56,128 @@ predictions = Table(
 )
 
 
+# --- simulation runs: one row per run, per batch, per monitored feature, per decision ---------
+# Every per-batch row is keyed by (run, batch), so re-running a batch replaces its rows in one
+# transaction instead of adding to them (see healthpredict.pipelines.simulate).
+simulation_runs = Table(
+    "simulation_runs",
+    metadata,
+    Column("run", String(120), primary_key=True),
+    Column("policy", String(60), nullable=False),
+    Column("policy_config", JSON, nullable=False),
+    Column("scenario_set", String(80), nullable=False),
+    Column("scenarios", JSON, nullable=False),
+    Column("stream", String(20), nullable=False, doc="natural | exchangeable"),
+    Column("slot", String(20), nullable=False, doc="registry | folder: where versions live"),
+    Column("initial_version", String(32), nullable=False),
+    Column("reference_auc", Float, nullable=True),
+    Column("fingerprint", String(64), nullable=False, doc="hash of everything that shapes it"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+simulation_batches = Table(
+    "simulation_batches",
+    metadata,
+    Column("run", String(120), primary_key=True),
+    Column("batch", Integer, primary_key=True),
+    Column("batch_name", String(40), nullable=False),
+    Column("status", String(20), nullable=False, doc="completed | quarantined"),
+    Column("n_rows", Integer, nullable=False),
+    Column("n_set_aside", Integer, nullable=False),
+    Column("scenarios", String(400), nullable=False),
+    Column("model_version", String(32), nullable=True, doc="version that scored the batch"),
+    Column("champion_after", String(32), nullable=False, doc="version serving after this step"),
+    Column("quarantine_reason", String(2000), nullable=True),
+    Column("drift_share", Float, nullable=True),
+    Column("n_drifted", Integer, nullable=True),
+    Column("dataset_drift", Boolean, nullable=True),
+    Column("prediction_drift", Float, nullable=True),
+    Column("prediction_drift_detected", Boolean, nullable=True),
+    Column("estimated_auc", Float, nullable=True),
+    Column("risk_quantiles", JSON, nullable=True, doc="q05 q25 q50 q75 q95 mean"),
+    Column("alarms", JSON, nullable=False, doc="label-free alarms raised on this batch"),
+    Column("report_path", String(500), nullable=True),
+    Column("monitor_seconds", Float, nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+)
+
+feature_drift = Table(
+    "feature_drift",
+    metadata,
+    Column("run", String(120), primary_key=True),
+    Column("batch", Integer, primary_key=True),
+    Column("feature", String(80), primary_key=True),
+    Column("statistic", Float, nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("drifted", Boolean, nullable=False),
+    Column("weight", Float, nullable=False),
+)
+
+batch_performance = Table(
+    "batch_performance",
+    metadata,
+    Column("run", String(120), primary_key=True),
+    Column("batch", Integer, primary_key=True),
+    Column("known_at_step", Integer, nullable=False, doc="step at which the labels arrived"),
+    Column("model_version", String(32), nullable=False),
+    Column("roc_auc", Float, nullable=True),
+    Column("roc_auc_low", Float, nullable=True),
+    Column("roc_auc_high", Float, nullable=True),
+    Column("estimated_auc", Float, nullable=False),
+    Column("shortfall_low", Float, nullable=True),
+    Column("shortfall_high", Float, nullable=True),
+    Column("ece", Float, nullable=False),
+    Column("observed_rate", Float, nullable=False),
+    Column("predicted_rate", Float, nullable=False),
+    Column("calibration_gap_low", Float, nullable=False),
+    Column("calibration_gap_high", Float, nullable=False),
+    Column("alarms", JSON, nullable=False, doc="label-based alarms about this batch"),
+)
+
+simulation_decisions = Table(
+    "simulation_decisions",
+    metadata,
+    Column("run", String(120), primary_key=True),
+    Column("step", Integer, primary_key=True),
+    Column("labelled_batch", Integer, nullable=True, doc="batch whose labels arrived"),
+    Column("action", String(20), nullable=False, doc="none | retrain | cooldown"),
+    Column("reasons", JSON, nullable=False),
+    Column("outcome", String(20), nullable=False, doc="'' | promoted | refused | failed"),
+    Column("champion_version", String(32), nullable=False),
+    Column("challenger_version", String(32), nullable=True),
+    Column("gate", JSON, nullable=True),
+    Column("error", String(2000), nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+)
+
+simulation_models = Table(
+    "simulation_models",
+    metadata,
+    Column("run", String(120), primary_key=True),
+    Column("version", String(32), primary_key=True),
+    Column("trained_at_step", Integer, nullable=False, doc="0 = the initial champion"),
+    Column("training_rows", Integer, nullable=False),
+    Column("training_batches", String(400), nullable=False),
+    Column("baseline_estimated_auc", Float, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+scenario_injections = Table(
+    "scenario_injections",
+    metadata,
+    Column("run", String(120), primary_key=True),
+    Column("batch", Integer, primary_key=True),
+    Column("scenario", String(80), primary_key=True),
+    Column("kind", String(40), nullable=False),
+    Column("rows_changed", Integer, nullable=False),
+    Column("labels_changed", Integer, nullable=False),
+    Column("prevalence_before", Float, nullable=False),
+    Column("prevalence_after", Float, nullable=False),
+    Column("detail", String(1000), nullable=False),
+)
+
+
 def mask_url(text: str) -> str:
     """Hide passwords embedded in database or tracking URLs before text reaches a log."""
     return re.sub(r"(://[^/:@\s]+):[^/@\s]*@", r"\1:***@", text)

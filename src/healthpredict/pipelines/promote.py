@@ -93,9 +93,9 @@ def promote(settings: Settings) -> GateDecision:
         reason=reason,
         **vars(comparison),
     )
-    _record_decision(client, settings.model_name, decision)
+    record_decision(client, settings.model_name, decision)
     if promoted:
-        _move_champion(client, settings.model_name, str(challenger.version), str(champion.version))
+        move_champion(client, settings.model_name, str(challenger.version), str(champion.version))
     logger.info("gate: %s (%s)", "promoted" if promoted else "refused", reason)
     return decision
 
@@ -157,7 +157,8 @@ def _require_unseen(version: ModelVersion, window_start: int, window_name: str) 
         )
 
 
-def _record_decision(client: MlflowClient, name: str, decision: GateDecision) -> None:
+def record_decision(client: MlflowClient, name: str, decision: GateDecision) -> None:
+    """Tag both versions with the decision and keep the whole of it in an audit run."""
     for version in (decision.champion_version, decision.challenger_version):
         for key, value in decision.as_tags().items():
             client.set_model_version_tag(name, version, key, value)
@@ -168,7 +169,8 @@ def _record_decision(client: MlflowClient, name: str, decision: GateDecision) ->
     _audit_run("promotion-gate", decision.to_dict())
 
 
-def _move_champion(client: MlflowClient, name: str, new: str, old: str) -> None:
+def move_champion(client: MlflowClient, name: str, new: str, old: str) -> None:
+    """Make ``new`` the champion, remembering ``old`` for a rollback."""
     # The alias move is the one step that changes what is served; the tags around it only
     # describe it, so a crash after the move still leaves a consistent champion.
     client.set_model_version_tag(name, new, PREVIOUS_CHAMPION, old)

@@ -42,6 +42,7 @@ from healthpredict.settings import Settings
 
 logger = logging.getLogger(__name__)
 INPUT_EXAMPLE_ROWS = 5
+PARAMS_ARTIFACT = "params.json"
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,8 @@ def _log_inputs(
         }
     )
     mlflow.log_dict(json.loads(manifest.to_json()), "data/manifest.json")
+    # The exact hyper-parameters, typed, so a retrain (healthpredict simulate) can reuse them.
+    mlflow.log_dict(params, PARAMS_ARTIFACT)
 
 
 def _evaluate(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from healthpredict.modeling.evaluate import EvalReport
 
 if TYPE_CHECKING:
     from healthpredict.modeling.gate import GateDecision
+    from healthpredict.monitoring.history import RunHistory
     from healthpredict.pipelines.prepare_data import PreparationSummary
     from healthpredict.pipelines.train_and_register import TrainingSummary
     from healthpredict.pipelines.tune_and_register import TuneSummary
@@ -123,4 +124,43 @@ def format_gate_decision(decision: GateDecision) -> str:
             f"{decision.policy.max_ece_increase:.3f}",
             f"  reason: {decision.reason}",
         ]
+    )
+
+
+def format_batch_table(history: RunHistory) -> str:
+    """Per-batch table of a simulation run: drift, estimated and realised AUC, decision, model."""
+    lines = [
+        f"run {history.name}: {history.policy_text}; scenarios: {history.scenario_set}",
+        f"{'batch':<10}{'status':<12}{'scenario':<30}{'drift':>6}{'est AUC':>9}"
+        f"{'realised AUC':>24}  {'decision':<22}{'model':>6}",
+    ]
+    for row in history.batches.to_dict("records"):
+        lines.append(_batch_line(row))
+    quarantined = history.batches.loc[history.batches["status"] == "quarantined", "batch_name"]
+    lines.append(
+        f"{history.retrains} retrain(s), {history.promotions} promotion(s); "
+        f"quarantined: {', '.join(quarantined) or 'none'}"
+    )
+    return "\n".join(lines)
+
+
+def _batch_line(row: dict[Any, Any]) -> str:
+    def number(value: Any) -> str:
+        return "-" if value is None or value != value else f"{value:.3f}"
+
+    realised = (
+        f"{number(row['realised_auc'])} [{number(row['realised_auc_low'])}, "
+        f"{number(row['realised_auc_high'])}]"
+        if row["realised_auc"] == row["realised_auc"]
+        else "labels pending"
+    )
+    decision = row["decision"] if not row["outcome"] else f"{row['decision']}: {row['outcome']}"
+    if row["outcome"] == "promoted":
+        decision += f" v{row['new_version']}"
+    scenario = str(row["scenarios"] or "-")[:29]
+    drift = number(row["drift_share"])[:-1] if row["drift_share"] == row["drift_share"] else "-"
+    model = f"v{row['model_version']}" if row["model_version"] else "-"
+    return (
+        f"{row['batch_name']:<10}{row['status']:<12}{scenario:<30}{drift:>6}"
+        f"{number(row['estimated_auc']):>9}{realised:>24}  {decision:<22}{model:>6}"
     )

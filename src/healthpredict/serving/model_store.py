@@ -97,6 +97,29 @@ class StoreStatus:
 Loader = Callable[[MlflowClient, str, str, Settings], Pipeline]
 
 
+def prepare_model(
+    name: str, version: str, alias: str, run_id: str, tags: dict[str, str], pipeline: Pipeline
+) -> LoadedModel:
+    """Compile and prove the fast path; a model the pipeline cannot score is rejected.
+
+    Everything that scores like the service (the service itself, the simulation) builds its
+    :class:`LoadedModel` here.
+    """
+    probes = contract_records(PARITY_PROBES, seed=int(version) if version.isdigit() else 0)
+    pipeline.predict_proba(records_frame(probes[:5]))  # raises if the model cannot score
+    try:
+        compiled: CompiledModel | None = compile_pipeline(pipeline)
+        gap = check_parity(pipeline, compiled, probes)  # type: ignore[arg-type]
+        note = f"fast path on; max |difference| to the pipeline {gap:.1e} on {len(probes)} probes"
+    except FastPathError as error:
+        compiled, note = None, f"fast path off ({error}); serving through the pipeline"
+        logger.warning("%s version %s: %s", name, version, note)
+    kept = {k: v for k, v in tags.items() if k in PUBLIC_TAGS or k.startswith("test_")}
+    return LoadedModel(
+        name, version, alias, run_id, kept, pipeline, compiled, note, datetime.now(UTC)
+    )
+
+
 def download_and_load(
     client: MlflowClient, name: str, version: str, settings: Settings
 ) -> Pipeline:
@@ -177,22 +200,7 @@ class ModelStore:
     def _prepare(
         self, name: str, version: str, run_id: str, tags: dict[str, str], pipeline: Pipeline
     ) -> LoadedModel:
-        """Compile and prove the fast path; a model the pipeline cannot score is rejected."""
-        probes = contract_records(PARITY_PROBES, seed=int(version) if version.isdigit() else 0)
-        pipeline.predict_proba(records_frame(probes[:5]))  # raises if the model cannot score
-        try:
-            compiled: CompiledModel | None = compile_pipeline(pipeline)
-            gap = check_parity(pipeline, compiled, probes)  # type: ignore[arg-type]
-            note = (
-                f"fast path on; max |difference| to the pipeline {gap:.1e} on {len(probes)} probes"
-            )
-        except FastPathError as error:
-            compiled, note = None, f"fast path off ({error}); serving through the pipeline"
-            logger.warning("%s version %s: %s", name, version, note)
-        kept = {k: v for k, v in tags.items() if k in PUBLIC_TAGS or k.startswith("test_")}
-        return LoadedModel(
-            name, version, self.alias, run_id, kept, pipeline, compiled, note, datetime.now(UTC)
-        )
+        return prepare_model(name, version, self.alias, run_id, tags, pipeline)
 
     def _record_failure(self, error: Exception) -> str:
         message = mask_url(f"{type(error).__name__}: {error}")[:500]
