@@ -58,7 +58,7 @@ class DriftPolicy(_Policy):
 
     kind: Literal["drift"]
     signals: tuple[Signal, ...] = SIGNALS  # type: ignore[assignment]
-    cooldown: int = Field(default=1, ge=0, description="Steps after a retrain with none.")
+    cooldown: int = Field(default=1, ge=0, description="Steps after a promotion with none.")
 
 
 Policy = Annotated[NeverPolicy | ScheduledPolicy | DriftPolicy, Field(discriminator="kind")]
@@ -124,7 +124,7 @@ def decide(
     policy: Policy,
     labelled_batch: int | None,
     alarms: list[str],
-    steps_since_retrain: int | None,
+    steps_since_promotion: int | None,
 ) -> Decision:
     """Decide at one step.
 
@@ -133,7 +133,7 @@ def decide(
         labelled_batch: Batch whose labels arrived at this step (None: no usable labels, e.g.
             too early or the batch was quarantined).
         alarms: Alarms about ``labelled_batch``, each ``"<signal>: <detail>"``.
-        steps_since_retrain: Steps since the last retrain (None: never retrained).
+        steps_since_promotion: Steps since the last promotion (None: none yet).
     """
     if labelled_batch is None or isinstance(policy, NeverPolicy):
         return Decision("none", ())
@@ -144,6 +144,6 @@ def decide(
     triggering = tuple(a for a in alarms if a.split(":", 1)[0] in policy.signals)
     if not triggering:
         return Decision("none", ())
-    if steps_since_retrain is not None and steps_since_retrain <= policy.cooldown:
+    if steps_since_promotion is not None and steps_since_promotion <= policy.cooldown:
         return Decision("cooldown", triggering)
     return Decision("retrain", triggering)

@@ -281,7 +281,8 @@ def _concept_drift(
 ) -> _Change:
     members = scenario.subgroup.mask(batch).to_numpy()
     drifted = batch.copy()
-    new_labels = (rng.random(int(members.sum())) < scenario.positive_rate).astype(np.int64)
+    dtype = batch[TARGET].dtype
+    new_labels = (rng.random(int(members.sum())) < scenario.positive_rate).astype(dtype)
     old_labels = batch.loc[members, TARGET].to_numpy()
     old_rate = old_labels.mean() if members.any() else float("nan")
     drifted.loc[members, TARGET] = new_labels

@@ -206,6 +206,19 @@ class FolderSlot:
             self._write_index(index)
         return str(index["champion"])
 
+    def reset(self) -> None:
+        """Forget every version but the seed (version 1), which becomes champion again."""
+        index = self._index()
+        if not index["versions"]:
+            return
+        for version in list(index["versions"]):
+            if version != "1":
+                (self.folder / f"v{version}.pkl").unlink(missing_ok=True)
+                del index["versions"][version]
+        index["champion"] = "1"
+        self._write_index(index)
+        self._loaded.clear()
+
     def has_champion(self) -> bool:
         """Whether :meth:`seed` has run."""
         return self._index()["champion"] is not None
@@ -233,15 +246,17 @@ class FolderSlot:
         return dict(self._index()["versions"][version]["params"])
 
     def find_challenger(self, run: str, step: int) -> str | None:
-        """Version stored for this step, if any."""
+        """Version stored for this run and step, if any."""
         for version, entry in self._index()["versions"].items():
-            if entry["tags"].get(STEP_TAG) == str(step):
+            tags = entry["tags"]
+            if tags.get(RUN_TAG) == run and tags.get(STEP_TAG) == str(step):
                 return str(version)
         return None
 
     def add_challenger(self, model: NewModel, run: str, step: int) -> str:
         """Store the model file first, then index it (a crash leaves at most an orphan file)."""
-        return self._store(model.pipeline, model.params, {**model.tags, STEP_TAG: str(step)})
+        tags = {**model.tags, RUN_TAG: run, STEP_TAG: str(step)}
+        return self._store(model.pipeline, model.params, tags)
 
     def _store(self, pipeline: Pipeline, params: dict[str, Any], tags: dict[str, str]) -> str:
         index = self._index()

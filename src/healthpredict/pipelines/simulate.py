@@ -129,7 +129,7 @@ class _State:
     """What the loop carries from step to step (rebuilt from the store on resume)."""
 
     champion: str
-    last_retrain_step: int | None
+    last_promotion_step: int | None
     next_step: int
 
 
@@ -202,6 +202,9 @@ class Simulation:
         self.progress = progress or (lambda _line: None)
         self.folder = settings.simulation_dir / plan.run
         self._monitors: dict[str, DriftMonitor] = {}
+        # Names this run's challengers; the creation time keeps a restarted run from reusing
+        # the versions of the run it replaced.
+        self._run_key = plan.run
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self, max_steps: int | None = None) -> list[StepSummary]:
@@ -233,6 +236,7 @@ class Simulation:
             )
         if row is None:
             return self._create_run()
+        self._run_key = _run_key(self.plan.run, row["created_at"])
         if row["fingerprint"] != fingerprint(self.plan, self.settings, row["initial_version"]):
             raise SimulationError(
                 f"run {self.plan.run!r} exists with a different configuration (policy, scenarios,"
@@ -242,11 +246,12 @@ class Simulation:
 
     def _create_run(self) -> _State:
         initial = self.plan.slot.champion_version()
-        shutil.rmtree(self.folder, ignore_errors=True)
-        self.folder.mkdir(parents=True)
+        _remove_outputs(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
         self._save_reference(initial, self.plan.stream.reference)
         reference_auc = _tag_float(self.plan.slot.load(initial).tags.get("test_roc_auc"))
         now = datetime.now(UTC)
+        self._run_key = _run_key(self.plan.run, now)
         run_row = {
             "run": self.plan.run,
             "policy": self.plan.policy_name,
@@ -276,9 +281,9 @@ class Simulation:
                 .where(batches.c.run == run)
                 .order_by(batches.c.batch.desc())
             ).first()
-            retrain = connection.execute(
+            promotion = connection.execute(
                 select(decisions.c.step)
-                .where(decisions.c.run == run, decisions.c.action == "retrain")
+                .where(decisions.c.run == run, decisions.c.outcome == "promoted")
                 .order_by(decisions.c.step.desc())
             ).first()
         champion = last.champion_after if last else initial
@@ -291,7 +296,7 @@ class Simulation:
         next_step = (last.batch + 1) if last else 1
         if last:
             self.progress(f"resuming run {run!r} at batch {next_step} (champion v{champion})")
-        return _State(champion, retrain.step if retrain else None, next_step)
+        return _State(champion, promotion.step if promotion else None, next_step)
 
     def _step(self, step: int, state: _State) -> str:
         frame, injections = inject(
@@ -427,13 +432,14 @@ class Simulation:
             alarms = self._stored_alarms(labelled, step, rows) + label_alarms
             rows.performance = self._performance_row(labelled, step, performance, label_alarms)
             text = f"; labels of batch {labelled}: AUC {performance.roc_auc}"
-        since = None if state.last_retrain_step is None else step - state.last_retrain_step
+        since = None if state.last_promotion_step is None else step - state.last_promotion_step
         decision = decide(self.plan.policy, labelled if usable else None, alarms, since)
         outcome, challenger, gate, error = "", None, None, None
         champion_before = state.champion
         if decision.action == "retrain":
-            state.last_retrain_step = step
             outcome, challenger, gate, error = self._retrain(step, labelled, state, rows)
+            if outcome == "promoted":
+                state.last_promotion_step = step
             text += f"; retrain -> {outcome}" + (f" v{challenger}" if challenger else "")
         elif decision.action == "cooldown":
             text += "; alarm during cooldown: no retrain"
@@ -490,7 +496,7 @@ class Simulation:
         try:
             train, holdout = self._training_data(labelled)
             slot = self.plan.slot
-            challenger = slot.find_challenger(self.plan.run, step)
+            challenger = slot.find_challenger(self._run_key, step)
             if challenger is None:
                 params = slot.params(state.champion)
                 fitted = fit_model(
@@ -498,7 +504,7 @@ class Simulation:
                 )
                 tags = {"training_window": f"simulation {self.plan.run} step {step}"}
                 new = NewModel(fitted.pipeline, params, features_of(train).head(5), tags)
-                challenger = slot.add_challenger(new, self.plan.run, step)
+                challenger = slot.add_challenger(new, self._run_key, step)
             decision = self._gate(holdout, labelled, state.champion, challenger)
             slot.record_gate(decision)
             if decision.promote:
@@ -767,6 +773,19 @@ def _bands(probabilities: np.ndarray, settings: Settings) -> list[str]:
     return risk_bands(probabilities, settings)
 
 
+def _run_key(run: str, created_at: datetime) -> str:
+    return f"{run}@{created_at:%Y%m%dT%H%M%S}"
+
+
+RUN_OUTPUTS = ("batches", "quarantine", "references", "reports")
+
+
+def _remove_outputs(folder: Path) -> None:
+    """Delete what a run wrote beside its models (a folder slot's versions stay)."""
+    for name in RUN_OUTPUTS:
+        shutil.rmtree(folder / name, ignore_errors=True)
+
+
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
     """Write via a temporary file so a killed step never leaves a truncated file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -885,6 +904,8 @@ def simulate(
     try:
         if restart:
             forget_run(engine, settings, plan.run)
+            if isinstance(plan.slot, FolderSlot):
+                plan.slot.reset()
         Simulation(settings, plan, engine, progress).run(max_batches)
         return read_history(engine, plan.run)
     finally:
@@ -910,4 +931,4 @@ def forget_run(engine: Engine, settings: Settings, run: str) -> None:
                 store.predictions.c.request_id.like(f"simulation:{run}:%")
             )
         )
-    shutil.rmtree(settings.simulation_dir / run, ignore_errors=True)
+    _remove_outputs(settings.simulation_dir / run)
