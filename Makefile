@@ -15,7 +15,7 @@ INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml requirements/lock.txt
 SHARED_EXTRACT := ../shared/data/dataset_diabetes.zip
 export HEALTHPREDICT_DATA_SOURCE ?= $(if $(wildcard $(SHARED_EXTRACT)),$(abspath $(SHARED_EXTRACT)),uci)
 
-.PHONY: install demo test lint lock benchmark benchmark-search benchmark-load clean help
+.PHONY: install demo test lint lock benchmark benchmark-search benchmark-load deploy-validate clean help
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ benchmark-search: install ## Print the hyper-parameter search figures (about 3 m
 benchmark-load: install ## Print serving latency and throughput (runs the demo first if no model)
 	@test -f data/mlflow.db || $(VENV)/bin/healthpredict demo
 	$(PYTHON) benchmarks/load_service.py --data-dir data
+
+deploy-validate: install ## Check compose file, Kubernetes overlays and Dockerfiles (no engine needed)
+	$(PYTHON) -m pytest -q tests/deploy tests/serving/test_dockerfile.py
 
 clean: ## Remove the local data folder (prepared data, MLflow store) and caches
 	rm -rf data .pytest_cache .mypy_cache .ruff_cache

