@@ -10,9 +10,17 @@ from healthpredict.settings import Settings
 
 @pytest.fixture(scope="session")
 def real_settings(real_source: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings over the real extract with the default timeline and a quicker bootstrap."""
+    """Settings over the real extract, a quicker bootstrap, and the offline 70 % window.
+
+    The offline quality checks (and the README's figures) train on the oldest 70 %; the
+    simulation's default 30 % window is exercised by test_main_job.py.
+    """
     return Settings(
-        data_source=real_source, data_dir=tmp_path_factory.mktemp("real"), bootstrap_rounds=100
+        data_source=real_source,
+        data_dir=tmp_path_factory.mktemp("real"),
+        bootstrap_rounds=100,
+        initial_window_fraction=0.7,
+        n_batches=3,
     )
 
 

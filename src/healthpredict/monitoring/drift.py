@@ -74,11 +74,19 @@ class DriftResult:
 
 @dataclass(frozen=True)
 class DriftThresholds:
-    """Per-field PSI threshold, the weighted share that is a dataset-level alarm, and the
-    PSI threshold of the predicted risk."""
+    """When a field has drifted, and when the dataset has.
+
+    Attributes:
+        feature: PSI above which a field counts as drifted.
+        share: Importance-weighted share of drifted fields that makes the dataset drifted.
+        single: PSI of one field that makes the dataset drifted on its own (a large shift of
+            a field the model uses a little still changes who the model is scoring).
+        prediction: PSI of the predicted risk that counts as prediction drift.
+    """
 
     feature: float
     share: float
+    single: float
     prediction: float
 
 
@@ -151,10 +159,11 @@ class DriftMonitor:
             for field in self.fields
         )
         share = float(sum(f.weight for f in features if f.drifted))
+        strongest = max((f.statistic for f in features), default=0.0)
         return DriftResult(
             features=features,
             drift_share=share,
-            dataset_drift=share >= self.thresholds.share,
+            dataset_drift=share >= self.thresholds.share or strongest > self.thresholds.single,
             prediction_statistic=prediction,
             prediction_drift=prediction > self.thresholds.prediction,
             report_path=html_path,

@@ -59,6 +59,25 @@ logger = logging.getLogger(__name__)
 PREDICTED = "predicted_risk"
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 Progress = Callable[[str], None]
+# Settings that change a run's results: a run resumes only under the same values.
+FINGERPRINT_SETTINGS = (
+    "label_delay_batches",
+    "drift_features",
+    "drift_threshold",
+    "drift_share_alarm",
+    "drift_single_feature_alarm",
+    "prediction_drift_threshold",
+    "estimated_auc_drop_alarm",
+    "realised_auc_drop_alarm",
+    "calibration_gap_alarm",
+    "quality_max_invalid_fraction",
+    "seed",
+    "cv_folds",
+    "bootstrap_rounds",
+    "gate_min_auc_gain",
+    "gate_loss_tolerance",
+    "gate_max_ece_increase",
+)
 
 
 class SimulationError(RuntimeError):
@@ -165,22 +184,7 @@ def fingerprint(plan: SimulationPlan, settings: Settings, initial_version: str) 
         "batches": len(plan.stream.batches),
         "initial": initial_version,
         "slot": plan.slot.kind,
-        "settings": {
-            name: getattr(settings, name)
-            for name in (
-                "label_delay_batches",
-                "drift_features",
-                "drift_threshold",
-                "drift_share_alarm",
-                "prediction_drift_threshold",
-                "estimated_auc_drop_alarm",
-                "realised_auc_drop_alarm",
-                "calibration_gap_alarm",
-                "quality_max_invalid_fraction",
-                "seed",
-                "gate_min_auc_gain",
-            )
-        },
+        "settings": {name: getattr(settings, name) for name in FINGERPRINT_SETTINGS},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -389,9 +393,10 @@ class Simulation:
                 baseline,
                 monitored_fields(importance, self.settings.drift_features),
                 DriftThresholds(
-                    self.settings.drift_threshold,
-                    self.settings.drift_share_alarm,
-                    self.settings.prediction_drift_threshold,
+                    feature=self.settings.drift_threshold,
+                    share=self.settings.drift_share_alarm,
+                    single=self.settings.drift_single_feature_alarm,
+                    prediction=self.settings.prediction_drift_threshold,
                 ),
             )
         return self._monitors[version]
@@ -399,8 +404,12 @@ class Simulation:
     def _label_free_alarms(self, drift: DriftResult, estimate: float, version: str) -> list[str]:
         alarms = []
         if drift.dataset_drift:
-            top = ", ".join(drift.drifted_features[:3])
-            alarms.append(f"data_drift: weighted share {drift.drift_share:.2f} ({top})")
+            top = ", ".join(
+                f"{f.feature} {f.statistic:.2f}"
+                for f in sorted(drift.features, key=lambda f: -f.statistic)[:3]
+                if f.drifted
+            )
+            alarms.append(f"data_drift: weighted share {drift.drift_share:.2f} (PSI {top})")
         if drift.prediction_drift:
             alarms.append(f"prediction_drift: PSI {drift.prediction_statistic:.3f}")
         baseline = self._baseline_auc(version)
