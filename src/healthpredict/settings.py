@@ -183,6 +183,97 @@ class Settings(BaseSettings):
     )
     log_flush_rows: int = Field(default=500, ge=1, description="Flush as soon as this many wait.")
 
+    # --- delivery (docs/orchestration_and_delivery.md) ------------------------------------
+    # No defaults for the registry or the live endpoint: a delivery to a guessed account or
+    # URL is refused before anything is built.
+    delivery_dry_run: bool = Field(
+        default=False,
+        description="Record the docker/kubectl/aws commands a delivery would run in the journal "
+        "instead of running them (the registry and the smoke test are still real).",
+    )
+    delivery_journal_file: Path | None = Field(
+        default=None,
+        description="JSON-lines journal of every delivery step and command; default "
+        "<data_dir>/delivery/journal.jsonl.",
+    )
+    delivery_docker_command: str = Field(
+        default="docker", description="How to call docker (split like a shell would)."
+    )
+    delivery_kubectl_command: str = Field(
+        default="kubectl",
+        description="How to call kubectl (split like a shell would, e.g. 'minikube kubectl --').",
+    )
+    delivery_aws_command: str = Field(
+        default="aws", description="How to call the AWS CLI (split like a shell would)."
+    )
+    delivery_registry: str | None = Field(
+        default=None,
+        description="Image registry host (<account>.dkr.ecr.<region>.amazonaws.com); required "
+        "to deliver.",
+    )
+    delivery_repository: str = Field(
+        default="healthpredict", description="Image repository of the service in the registry."
+    )
+    delivery_aws_region: str | None = Field(
+        default=None, description="Region of the registry; default: the AWS CLI's configuration."
+    )
+    delivery_image_tag: str | None = Field(
+        default=None,
+        description="Image tag a delivery ships when its trigger names none (a model-only "
+        "release keeps the image that is deployed).",
+    )
+    delivery_dockerfile: Path = Field(
+        default=Path("deploy/docker/Dockerfile.service"), description="Dockerfile of the service."
+    )
+    delivery_build_context: Path = Field(
+        default=Path("."), description="Build context of the service image (the repository)."
+    )
+    delivery_kube_context: str | None = Field(
+        default=None, description="kubectl context; default: the current context."
+    )
+    delivery_namespace: str = Field(
+        default="healthpredict", description="Kubernetes namespace of the service."
+    )
+    delivery_deployment: str = Field(
+        default="healthpredict", description="Kubernetes Deployment of the service."
+    )
+    delivery_container: str = Field(
+        default="service", description="Container of the service in that Deployment."
+    )
+    delivery_pull_secret: str | None = Field(
+        default=None,
+        description="docker-registry Secret the rollout refreshes from the registry login first "
+        "(e.g. ecr-pull for Kind on the EC2 host, whose nodes cannot use the instance role).",
+    )
+    delivery_model_version_env: str = Field(
+        default="HEALTHPREDICT_MODEL_VERSION",
+        description="Container environment variable that pins the model version the service "
+        "loads; the rollout sets it.",
+    )
+    delivery_command_timeout_seconds: float = Field(
+        default=120.0, gt=0.0, description="Longest a push or kubectl command may run."
+    )
+    delivery_build_timeout_seconds: float = Field(
+        default=1800.0, gt=0.0, description="Longest an image build may run."
+    )
+    delivery_rollout_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0.0,
+        description="How long a rollout may take to become ready before it is rolled back.",
+    )
+    delivery_service_url: str | None = Field(
+        default=None,
+        description="Live endpoint the smoke test calls after a rollout; required to deliver.",
+    )
+    delivery_smoke_timeout_seconds: float = Field(
+        default=120.0, gt=0.0, description="How long the smoke test waits for /ready."
+    )
+    delivery_smoke_example: Path | None = Field(
+        default=None,
+        description="Encounter JSON the smoke test posts to /predict; default: the packaged "
+        "example (the same as examples/encounter.json).",
+    )
+
     # --- monitoring, policies and simulation (docs/monitoring_and_retraining.md) ----------
     scenarios_file: Path | None = Field(
         default=None,
@@ -217,8 +308,7 @@ class Settings(BaseSettings):
         default=0.3,
         gt=0.0,
         le=1.0,
-        description="Importance-weighted share of drifted features that raises a data-drift "
-        "alarm.",
+        description="Importance-weighted share of drifted features that raises a data-drift alarm.",
     )
     drift_single_feature_alarm: float = Field(
         default=0.25,
@@ -234,8 +324,7 @@ class Settings(BaseSettings):
     estimated_auc_drop_alarm: float = Field(
         default=0.03,
         gt=0.0,
-        description="Drop of the label-free AUC estimate below the reference that raises an "
-        "alarm.",
+        description="Drop of the label-free AUC estimate below the reference that raises an alarm.",
     )
     realised_auc_drop_alarm: float = Field(
         default=0.02,

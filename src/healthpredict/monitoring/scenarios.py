@@ -281,7 +281,7 @@ def _concept_drift(
 ) -> _Change:
     members = scenario.subgroup.mask(batch).to_numpy()
     drifted = batch.copy()
-    dtype = batch[TARGET].dtype
+    dtype = batch[TARGET].to_numpy().dtype
     new_labels = (rng.random(int(members.sum())) < scenario.positive_rate).astype(dtype)
     old_labels = batch.loc[members, TARGET].to_numpy()
     old_rate = old_labels.mean() if members.any() else float("nan")

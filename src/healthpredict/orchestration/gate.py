@@ -1,0 +1,100 @@
+"""The promotion gate as the DAGs use it: decide and record, but never move the champion alias.
+
+``healthpredict promote`` decides and moves the alias in one go. In the orchestrated lifecycle
+the alias moves only after the delivery DAG has rolled the challenger out and smoke-tested it,
+so the gate here records its decision on the versions (plus which champion it was measured
+against) and the delivery reads that record before it moves anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from healthpredict.settings import Settings
+
+# The champion a gate decision was measured against; a decision against another is stale.
+GATE_CHAMPION_TAG = "gate_champion_version"
+GATE_VERDICT_TAG = "gate_verdict"
+PROMOTED = "promoted"
+
+
+def decide(settings: Settings, version: str) -> dict[str, Any]:
+    """Compare challenger ``version`` with the champion on the gate window; record the verdict.
+
+    A verdict already recorded for this version against the same champion is returned as it
+    is (the bootstrap is seeded, so it would come out the same): a retried or repeated task
+    does not add a second audit record.
+
+    Raises:
+        PromotionError: No champion, ``version`` is not the challenger, or the gate window
+            overlaps either model's training data.
+    """
+    from mlflow import MlflowClient
+
+    from healthpredict.data.prepare import TARGET
+    from healthpredict.data.pseudonym import PATIENT_KEY, SEQUENCE
+    from healthpredict.data.timeline import load_manifest, load_window
+    from healthpredict.modeling.gate import GateDecision, compare, verdict
+    from healthpredict.modeling.registry import (
+        CHALLENGER,
+        CHAMPION,
+        configure_tracking,
+        load_pipeline,
+    )
+    from healthpredict.modeling.train import features_of
+    from healthpredict.pipelines import promote
+
+    configure_tracking(settings)
+    client = MlflowClient()
+    name = settings.model_name
+    champion = promote._aliased(client, name, CHAMPION, "no champion: nothing to compare with")
+    challenger = promote._aliased(client, name, CHALLENGER, f"v{version} is not the challenger")
+    if str(challenger.version) != version:
+        raise promote.PromotionError(
+            f"v{version} is no longer the challenger (v{challenger.version} is): not gated"
+        )
+    recorded = challenger.tags
+    if recorded.get(GATE_CHAMPION_TAG) == str(champion.version) and GATE_VERDICT_TAG in recorded:
+        return _summary(version, str(champion.version), recorded, reused=True)
+    window = load_window(
+        settings.prepared_dir, load_manifest(settings.prepared_dir), settings.gate_window
+    )
+    for candidate in (champion, challenger):
+        promote._require_unseen(candidate, int(window[SEQUENCE].min()), settings.gate_window)
+    records = features_of(window)
+    scores = [
+        load_pipeline(promote._uri(v)).predict_proba(records)[:, 1] for v in (champion, challenger)
+    ]
+    policy = promote.gate_policy(settings)
+    comparison = compare(
+        window[TARGET].to_numpy(), scores[0], scores[1], window[PATIENT_KEY], policy
+    )
+    promoted, reason = verdict(comparison, policy)
+    decision = GateDecision(
+        champion_version=str(champion.version),
+        challenger_version=version,
+        window=settings.gate_window,
+        n_rows=len(window),
+        n_patients=int(window[PATIENT_KEY].nunique()),
+        policy=policy,
+        promote=promoted,
+        reason=reason,
+        **vars(comparison),
+    )
+    promote.record_decision(client, name, decision)
+    outcome = "passed the gate; champion once delivered" if promoted else "not promoted"
+    client.set_model_version_tag(name, version, "promotion_reason", f"{outcome}: {reason}")
+    # Written last: its presence marks the decision as complete (see the reuse above).
+    client.set_model_version_tag(name, version, GATE_CHAMPION_TAG, str(champion.version))
+    return _summary(version, str(champion.version), decision.as_tags(), reused=False)
+
+
+def _summary(version: str, champion: str, tags: dict[str, str], *, reused: bool) -> dict[str, Any]:
+    return {
+        "version": version,
+        "champion_version": champion,
+        "promote": tags.get(GATE_VERDICT_TAG) == PROMOTED,
+        "reason": tags.get("gate_reason", ""),
+        "auc_gain": tags.get("gate_auc_gain", ""),
+        "reused": reused,
+    }
