@@ -15,7 +15,7 @@ INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml requirements/lock.txt
 SHARED_EXTRACT := ../shared/data/dataset_diabetes.zip
 export HEALTHPREDICT_DATA_SOURCE ?= $(if $(wildcard $(SHARED_EXTRACT)),$(abspath $(SHARED_EXTRACT)),uci)
 
-.PHONY: install demo test lint lock benchmark benchmark-search benchmark-load deploy-validate clean help
+.PHONY: install demo test lint lock benchmark benchmark-search benchmark-load benchmark-monitoring deploy-validate clean help
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -36,8 +36,8 @@ test: install ## Run the whole test suite
 	$(PYTHON) -m pytest
 
 lint: install ## ruff and mypy
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks dags
+	$(VENV)/bin/ruff format --check src tests benchmarks dags
 	$(VENV)/bin/mypy src
 
 lock: ## Re-resolve requirements/lock.txt from pyproject.toml
@@ -49,6 +49,9 @@ benchmark: install ## Print the model-quality and training-time figures
 benchmark-search: install ## Print the hyper-parameter search figures (about 3 minutes)
 	$(PYTHON) benchmarks/search.py
 
+benchmark-monitoring: install ## Print drift detection, retraining value and loop speed (about 15 minutes)
+	$(PYTHON) benchmarks/monitoring.py
+
 benchmark-load: install ## Print serving latency and throughput (runs the demo first if no model)
 	@test -f data/mlflow.db || $(VENV)/bin/healthpredict demo
 	$(PYTHON) benchmarks/load_service.py --data-dir data
@@ -58,5 +61,9 @@ deploy-validate: install ## Check compose file, Kubernetes overlays and Dockerfi
 
 clean: ## Remove the local data folder (prepared data, MLflow store) and caches
 	rm -rf data .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: test-dags
+test-dags: install ## DAG integrity and dag.test() runs of the training and delivery DAGs
+	$(PYTHON) -m pytest tests/orchestration
 
 include infra/Makefile.mk

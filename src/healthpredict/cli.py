@@ -7,6 +7,7 @@ are printed as one line naming the problem, with a non-zero exit status.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
@@ -50,6 +51,11 @@ def main(
     )
     for noisy in ("alembic", "mlflow", "urllib3", "botocore", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The cloudpickle format is chosen on purpose (see modeling/registry.py); repeating
+    # MLflow's warning about it at every registration only buries the progress lines.
+    logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
+    # Model downloads must not draw progress bars into logs or the demo's output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -81,7 +87,7 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     from healthpredict.monitoring.scenarios import ScenarioError
     from healthpredict.pipelines.model_slots import SlotError
     from healthpredict.pipelines.promote import PromotionError
-    from healthpredict.pipelines.simulate import SimulationError
+    from healthpredict.pipelines.streams import SimulationError
 
     return (
         PolicyError,
@@ -218,16 +224,27 @@ def simulate(
     typer.echo(format_batch_table(history))
 
 
+@app.command("report")
+def report(
+    run: Annotated[str | None, typer.Option(help="Main run; default: the newest one.")] = None,
+) -> None:
+    """Write the PNG plots and the interactive dashboard of the simulation runs."""
+    from healthpredict.pipelines.report import write_report
+
+    settings = _run(_settings)
+    written = _run(lambda: write_report(settings, run))
+    typer.echo(f"runs: {', '.join(written.runs)}")
+    typer.echo(f"plots: {', '.join(str(p) for p in written.pngs)}")
+    typer.echo(f"dashboard: {written.dashboard.resolve()}")
+
+
 @app.command("demo")
 def demo(source: SourceOption = None) -> None:
-    """The main job on embedded defaults: prepare data, train, evaluate, register, summarise."""
-    from healthpredict.pipelines.prepare_data import prepare_data
-    from healthpredict.pipelines.train_and_register import train_and_register
-    from healthpredict.reporting.summary import format_preparation_summary, format_training_summary
+    """The main job: prepare, search, train, register, simulate every batch, write the dashboard."""
+    from healthpredict.pipelines.main_job import run_main_job
 
     settings = _run(lambda: _settings(data_source=source))
-    typer.echo(format_preparation_summary(_run(lambda: prepare_data(settings))))
-    typer.echo(format_training_summary(_run(lambda: train_and_register(settings))))
+    _run(lambda: run_main_job(settings, typer.echo))
 
 
 @app.command("serve")
@@ -237,8 +254,6 @@ def serve(
     access_log: Annotated[bool, typer.Option(help="Log every request line.")] = False,
 ) -> None:
     """Serve the registered champion over HTTP (needs HEALTHPREDICT_API_KEY; docs/serving.md)."""
-    import os
-
     import uvicorn
 
     from healthpredict.serving.security import ServingConfigError, check_keys
@@ -251,8 +266,6 @@ def serve(
         raise typer.Exit(code=1) from error
     from healthpredict.serving.app import create_app
 
-    # Model downloads must not draw progress bars into the service's logs.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     service = create_app(settings)
     # One process: the model store and the prediction-log writer are per process; scale out
     # with replicas (Kubernetes), not uvicorn workers.
