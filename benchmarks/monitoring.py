@@ -17,6 +17,7 @@ Three parts, each printing its figures:
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -35,15 +36,9 @@ from healthpredict.monitoring.policy import load_policies
 from healthpredict.monitoring.scenarios import NO_SCENARIOS, ScenarioSet, load_scenarios
 from healthpredict.pipelines.model_slots import FolderSlot
 from healthpredict.pipelines.prepare_data import prepare_data
-from healthpredict.pipelines.simulate import (
-    PREDICTED,
-    Simulation,
-    SimulationPlan,
-    Stream,
-    build_plan,
-    exchangeable_stream,
-    natural_stream,
-)
+from healthpredict.pipelines.simulate import Simulation, SimulationPlan, build_plan
+from healthpredict.pipelines.simulation_rows import PREDICTED
+from healthpredict.pipelines.streams import Stream, exchangeable_stream, natural_stream
 from healthpredict.pipelines.train_and_register import train_and_register
 from healthpredict.settings import Settings
 
@@ -51,6 +46,7 @@ CONTROL_BATCHES = 40
 SCENARIO_ONSET = 3
 SCENARIO_BATCHES = 6
 POLICIES = ("never", "scheduled", "drift")
+EXPANDING = ("scheduled", "drift")  # also replayed with an expanding window, for comparison
 
 
 def run_plan(settings: Settings, engine: Engine, plan: SimulationPlan) -> RunHistory:
@@ -156,11 +152,15 @@ def retraining_value(settings: Settings, engine: Engine) -> None:
         ModelKind.LIGHTGBM, stream.reference, params, settings.cv_folds, settings.seed
     )
     policies = load_policies(None)
+    variants = [(name, policies[name]) for name in POLICIES] + [
+        (f"{name} (expanding)", policies[name].model_copy(update={"window": "expanding"}))
+        for name in EXPANDING
+    ]
     rows = []
-    for name in POLICIES:
-        run = f"bench-value-{name}"
+    for name, policy in variants:
+        run = "bench-value-" + re.sub(r"[^a-z]+", "-", name).strip("-")
         started = time.perf_counter()
-        plan = SimulationPlan(run, name, policies[name], scenarios, stream,
+        plan = SimulationPlan(run, name, policy, scenarios, stream,
                               seeded_slot(settings, run, model.pipeline, params))  # fmt: skip
         history = run_plan(settings, engine, plan)
         seconds = time.perf_counter() - started

@@ -26,16 +26,12 @@ from healthpredict.monitoring import store
 from healthpredict.monitoring.policy import load_policies
 from healthpredict.monitoring.scenarios import inject, load_scenarios
 from healthpredict.pipelines import simulate as simulate_module
+from healthpredict.pipelines import simulation_retrain
 from healthpredict.pipelines.model_slots import FolderSlot, RegistrySlot
 from healthpredict.pipelines.prepare_data import prepare_data
-from healthpredict.pipelines.simulate import (
-    PREDICTED,
-    Simulation,
-    SimulationPlan,
-    build_plan,
-    natural_stream,
-    simulate,
-)
+from healthpredict.pipelines.simulate import Simulation, SimulationPlan, build_plan, simulate
+from healthpredict.pipelines.simulation_rows import PREDICTED, StepRecorder
+from healthpredict.pipelines.streams import natural_stream
 from healthpredict.pipelines.train_and_register import train_and_register
 from healthpredict.settings import Settings
 from tests.conftest import make_settings
@@ -183,7 +179,7 @@ def test_a_failed_retrain_leaves_the_champion_and_is_recorded(
         raise MemoryError("out of memory while training")
 
     plan = folder_plan(registered, "t-failing", "scheduled")
-    monkeypatch.setattr(simulate_module, "fit_model", broken)
+    monkeypatch.setattr(simulation_retrain, "fit_model", broken)
     history = simulate(registered, plan)
     retrains = history.batches[history.batches["decision"] == "retrain"]
     assert (retrains["outcome"] == "failed").all() and len(retrains) == 5
@@ -209,18 +205,18 @@ def test_a_crash_mid_run_resumes_to_the_same_result(
     reference = simulate(registered, folder_plan(registered, "t-straight", "scheduled"))
     plan = folder_plan(registered, "t-crashed", "scheduled")
     simulate(registered, plan, max_batches=2)
-    original_commit = Simulation._commit
+    original_commit = StepRecorder.commit
 
-    def crash_at_step_5(self: Simulation, step: int, rows: object) -> None:
+    def crash_at_step_5(self: StepRecorder, step: int, rows: object) -> None:
         if step == 5:
             raise KeyboardInterrupt("killed")  # after training and gating, before the commit
         original_commit(self, step, rows)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Simulation, "_commit", crash_at_step_5)
+    monkeypatch.setattr(StepRecorder, "commit", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
         simulate(registered, plan)
     assert count(registered, store.simulation_batches, "t-crashed") == 4
-    monkeypatch.setattr(Simulation, "_commit", original_commit)
+    monkeypatch.setattr(StepRecorder, "commit", original_commit)
     resumed = simulate(registered, folder_plan(registered, "t-crashed", "scheduled"))
     columns = ["batch", "status", "model_version", "drift_share", "estimated_auc",
                "realised_auc", "decision", "outcome", "new_version"]  # fmt: skip

@@ -58,7 +58,7 @@ predictions = Table(
 
 # --- simulation runs: one row per run, per batch, per monitored feature, per decision ---------
 # Every per-batch row is keyed by (run, batch), so re-running a batch replaces its rows in one
-# transaction instead of adding to them (see healthpredict.pipelines.simulate).
+# transaction instead of adding to them (see healthpredict.pipelines.simulation_rows).
 simulation_runs = Table(
     "simulation_runs",
     metadata,
