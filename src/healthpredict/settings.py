@@ -94,7 +94,8 @@ class Settings(BaseSettings):
     )
     mlflow_artifact_location: str | None = Field(
         default=None,
-        description="Artifact root for a new experiment; default <data_dir>/mlartifacts.",
+        description="Artifact root for a new experiment; default <data_dir>/mlartifacts, or the "
+        "tracking server's own store when the tracking URI is http(s).",
     )
     experiment_name: str = Field(default="health-predict", description="MLflow experiment.")
     model_name: str = Field(
@@ -169,6 +170,12 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=4_000_000, ge=1024, description="Largest request body.")
     cors_origins: list[str] = Field(default=[], description="Allowed origins; empty = closed.")
+    model_version: str | None = Field(
+        default=None,
+        pattern=r"^[1-9][0-9]*$",
+        description="Serve this registered version instead of following the champion alias "
+        "(a delivery rollout pins the version it shipped).",
+    )
     model_poll_seconds: float = Field(
         default=30.0, ge=0.0, description="Champion alias check period; 0 disables polling."
     )
@@ -415,10 +422,17 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
 
     @property
-    def artifact_location(self) -> str:
-        """Artifact root used when the experiment is first created."""
+    def artifact_location(self) -> str | None:
+        """Artifact root used when the experiment is first created.
+
+        None with a tracking server: the server's own artifact store applies (e.g. S3 behind
+        ``mlflow server --artifacts-destination``); a local default would leave the models on
+        whichever machine happened to create the experiment.
+        """
         if self.mlflow_artifact_location:
             return self.mlflow_artifact_location
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return None
         return (self.data_dir / "mlartifacts").resolve().as_uri()
 
 

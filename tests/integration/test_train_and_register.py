@@ -55,7 +55,7 @@ def test_run_holds_params_metrics_plots_and_manifest(trained: tuple[Settings, ob
     run = client.get_run(summary.registered.run_id)  # type: ignore[attr-defined]
     experiment = client.get_experiment_by_name(settings.experiment_name)
     assert run.info.experiment_id == experiment.experiment_id
-    assert run.info.artifact_uri.startswith(settings.artifact_location)
+    assert run.info.artifact_uri.startswith(str(settings.artifact_location))
     assert {"test_roc_auc", "test_pr_auc", "test_brier", "test_ece", "test_roc_auc_ci_low"} <= set(
         run.data.metrics
     )

@@ -236,3 +236,17 @@ def test_no_champion_yet(champion: Champion, tmp_path: Path) -> None:
         reason = client.get("/ready").json()["reason"]
         assert "no version of 'no-such-model' holds the alias 'champion'" in reason
         assert client.post("/predict", json=EXAMPLE_ENCOUNTER).status_code == 503
+
+
+def test_a_pinned_version_is_served_whatever_the_alias(registry: Champion, tmp_path: Path) -> None:
+    _move_alias(registry, registry.version)
+    pinned = register_variant(registry, n_estimators=30)
+    settings = service_settings(registry.settings, tmp_path, model_version=pinned)
+    with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as client:
+        wait_ready(client)
+        assert client.get("/model").json()["version"] == pinned
+        assert client.post("/predict", json=EXAMPLE_ENCOUNTER).json()["model_version"] == pinned
+    missing = service_settings(registry.settings, tmp_path, model_version="999")
+    with TestClient(create_app(missing), headers={"X-API-Key": API_KEY}) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and "version 999" in ready.text

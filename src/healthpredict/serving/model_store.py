@@ -169,15 +169,20 @@ class ModelStore:
             tracking_uri=self.settings.tracking_uri, registry_uri=self.settings.tracking_uri
         )
         name = self.settings.model_name
+        pinned = self.settings.model_version
         try:
-            registered = client.get_model_version_by_alias(name, self.alias)
+            # A pinned version (set by a delivery rollout) wins over the alias it follows.
+            registered = (
+                client.get_model_version(name, pinned)
+                if pinned
+                else client.get_model_version_by_alias(name, self.alias)
+            )
         except mlflow.exceptions.MlflowException as error:
             if "RESOURCE_DOES_NOT_EXIST" in str(
                 getattr(error, "error_code", "")
             ) or "not found" in str(error):
-                raise LookupError(
-                    f"no version of {name!r} holds the alias {self.alias!r}"
-                ) from error
+                wanted = f"version {pinned}" if pinned else f"a version with alias {self.alias!r}"
+                raise LookupError(f"{name!r} has no {wanted}") from error
             raise
         version = str(registered.version)
         if self.current is not None and self.current.version == version:
