@@ -67,3 +67,7 @@ test-dags: install ## DAG integrity and dag.test() runs of the training and deli
 	$(PYTHON) -m pytest tests/orchestration
 
 include infra/Makefile.mk
+
+.PHONY: walkthrough
+walkthrough: install ## The story step by step, narrated; recorded to walkthrough/ (cast + screenshot)
+	$(PYTHON) scripts/walkthrough.py
