@@ -148,12 +148,15 @@ def _batch_line(row: dict[Any, Any]) -> str:
     def number(value: Any) -> str:
         return "-" if value is None or value != value else f"{value:.3f}"
 
-    realised = (
-        f"{number(row['realised_auc'])} [{number(row['realised_auc_low'])}, "
-        f"{number(row['realised_auc_high'])}]"
-        if row["realised_auc"] == row["realised_auc"]
-        else "labels pending"
-    )
+    if row["status"] == "quarantined":
+        realised = "not scored"
+    elif row["realised_auc"] == row["realised_auc"]:
+        realised = (
+            f"{number(row['realised_auc'])} [{number(row['realised_auc_low'])}, "
+            f"{number(row['realised_auc_high'])}]"
+        )
+    else:
+        realised = "labels pending"
     decision = row["decision"] if not row["outcome"] else f"{row['decision']}: {row['outcome']}"
     if row["outcome"] == "promoted":
         decision += f" v{row['new_version']}"
