@@ -3,7 +3,8 @@
 The MLflow server keeps runs and the registry in PostgreSQL and artifacts in the S3 bucket; the
 prediction service is a real ``healthpredict serve`` process logging to PostgreSQL. A second
 test stops the MLflow server in the middle of the register task: the task fails naming the
-server, the half-registered version holds no alias, and the retry registers it cleanly.
+server, the half-registered version holds no alias, and the retry registers it cleanly. A
+third runs the monitoring DAG for one batch with ``dag.test()``, its store in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from tests.integration import real_services as services
 from tests.integration.real_services import RealServices, s3_client, stop_process_group, wait_http
-from tests.orchestration.airflow_env import environment
+from tests.orchestration.airflow_env import dag_bag, environment, run_dag
 from tests.serving.postgres import _free_port
 from tests.synthetic import make_raw_frame, write_csv
 
@@ -223,8 +225,62 @@ def test_mlflow_server_stopped_during_register(
     assert client.get_registered_model(model).aliases == {"champion": retried["version"]}
 
 
-def test_register_task_is_retried_by_airflow() -> None:
-    from tests.orchestration.airflow_env import dag_bag
+def test_monitoring_dag_runs_a_batch_against_the_real_services(
+    real_services: RealServices, trained_run: TrainedRun
+) -> None:
+    """One batch through the monitoring DAG: store in PostgreSQL, registry on the MLflow server.
 
+    Labels arrive with the batch (delay 0) and the policy retrains every batch, so the run
+    also trains, registers (artifacts in S3) and gates a challenger through the server.
+    """
+    from mlflow import MlflowClient
+
+    from healthpredict.orchestration import training as steps
+
+    model, run = "monitored-model", "none-scheduled-airflow"
+    store_url = real_services.database_url("monitoring")
+    control = resources.files("healthpredict.monitoring") / "scenarios" / "control.yaml"
+    env = {
+        **trained_run.env,
+        "HEALTHPREDICT_MODEL_NAME": model,
+        "HEALTHPREDICT_MONITORING_DB_URL": store_url,
+        "HEALTHPREDICT_POLICY": "scheduled",
+        "HEALTHPREDICT_LABEL_DELAY_BATCHES": "0",
+        "HEALTHPREDICT_SCENARIOS_FILE": str(control),
+    }
+    with environment(env):
+        champion = steps.register(trained_run.evaluated)["version"]
+        result = run_dag(dag_bag().dags["healthpredict_monitoring"], {"batch": 1})
+    assert result.state == "success", result.tasks
+    assert result.tasks["retrain"] == result.tasks["gate"] == "success"
+
+    engine = create_engine(store_url)
+    with engine.connect() as connection:
+        batches = connection.execute(
+            text("SELECT batch, status, n_rows, model_version FROM simulation_batches "
+                 "WHERE run = :run"), {"run": run},
+        ).all()  # fmt: skip
+        logged = connection.execute(
+            text("SELECT count(*) FROM predictions WHERE request_id = :id"),
+            {"id": f"simulation:{run}:1"},
+        ).scalar_one()
+        decision = connection.execute(
+            text("SELECT action, outcome, challenger_version, error FROM simulation_decisions "
+                 "WHERE run = :run AND step = 1"), {"run": run},
+        ).one()  # fmt: skip
+    engine.dispose()
+    ((batch, status, n_rows, scored_by),) = batches
+    assert (batch, status, scored_by) == (1, "completed", champion)
+    assert logged == n_rows > 0
+    assert decision.action == "retrain" and decision.outcome in ("passed", "refused"), decision
+    client = MlflowClient(tracking_uri=real_services.mlflow.url)
+    challenger = client.get_model_version(model, decision.challenger_version)
+    assert challenger.tags["gate_champion_version"] == champion
+    assert challenger.tags["simulation_step"] == "1"
+    # The gate decided; the alias is the delivery's to move.
+    assert client.get_registered_model(model).aliases["champion"] == champion
+
+
+def test_register_task_is_retried_by_airflow() -> None:
     task = dag_bag().dags["healthpredict_training"].get_task("register")
     assert task.retries >= 1 and task.retry_delay.total_seconds() > 0

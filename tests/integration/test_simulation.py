@@ -244,3 +244,21 @@ def test_registry_run_moves_the_alias_only_through_the_gate(
     promoted = main_run.batches.loc[main_run.batches["outcome"] == "promoted", "new_version"]
     expected = promoted.iloc[-1] if len(promoted) else "1"
     assert slot.champion_version() == expected
+
+
+def test_a_policy_can_search_before_each_retrain(registered: Settings) -> None:
+    settings = Settings(
+        **{**registered.model_dump(), "tune_trials": 2, "tune_folds": 2,
+           "tune_time_budget_seconds": 300.0}
+    )  # fmt: skip
+    plan = folder_plan(settings, "t-search", "scheduled")
+    searching = plan.policy.model_copy(update={"search": True})
+    plan = SimulationPlan(plan.run, plan.policy_name, searching, plan.scenarios, plan.stream,
+                          plan.slot)  # fmt: skip
+    history = simulate(settings, plan, max_batches=2)
+    assert history.batches.loc[history.batches["batch"] == 2, "decision"].item() == "retrain"
+    slot = plan.slot
+    assert isinstance(slot, FolderSlot)
+    version = history.batches["new_version"].dropna().item()
+    searched, seeded = slot.params(version)["lightgbm"], slot.params("1")["lightgbm"]
+    assert searched != seeded  # the retrain used the search's configuration

@@ -16,6 +16,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,9 +93,12 @@ class RunResult:
     seconds: dict[str, float]
 
 
-def run_dag(dag: Any, conf: dict[str, Any] | None = None) -> RunResult:
-    """``dag.test()`` once (the tasks run in this process)."""
-    run = dag.test(run_conf=conf or {})
+def run_dag(
+    dag: Any, conf: dict[str, Any] | None = None, logical_date: datetime | None = None
+) -> RunResult:
+    """``dag.test()`` once (the tasks run in this process); logical date: now by default."""
+    dated = {"logical_date": logical_date} if logical_date is not None else {}
+    run = dag.test(run_conf=conf or {}, **dated)
     instances = run.get_task_instances()
     return RunResult(
         str(run.state),

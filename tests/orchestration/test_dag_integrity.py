@@ -29,7 +29,9 @@ def test_every_dag_file_imports_without_errors(dagbag: Any) -> None:
     assert dagbag.import_errors == {}
     files = {Path(dag.fileloc).name for dag in dagbag.dags.values()}
     assert files == {path.name for path in DAG_FILES}
-    assert {"healthpredict_training", "healthpredict_delivery"} <= set(dagbag.dag_ids)
+    assert {"healthpredict_training", "healthpredict_monitoring", "healthpredict_delivery"} <= set(
+        dagbag.dag_ids
+    )
 
 
 def test_every_dag_declares_retries_docs_tags_and_no_catchup(dagbag: Any) -> None:
@@ -87,6 +89,26 @@ def test_training_is_one_chain_ending_in_a_delivery_trigger(dagbag: Any) -> None
     trigger = dag.get_task("trigger_delivery")
     assert _upstream(dag, "trigger_delivery") == {"delivery_request"}
     assert trigger.trigger_dag_id == "healthpredict_delivery"
+
+
+def test_monitoring_runs_the_loop_phases_and_retrains_only_on_its_branch(dagbag: Any) -> None:
+    dag = dagbag.dags["healthpredict_monitoring"]
+    for before, after in itertools.pairwise(["score", "monitor", "decide"]):
+        assert _upstream(dag, after) == {before}
+    assert _upstream(dag, "branch") == {"decide"}
+    assert _upstream(dag, "retrain") == {"decide", "branch"}
+    assert _upstream(dag, "gate") == {"retrain"}
+    # The commit follows the gate, or the branch that skipped it.
+    commit = dag.get_task("commit")
+    assert _upstream(dag, "commit") == {"decide", "gate"}
+    assert commit.trigger_rule == "none_failed_min_one_success"
+    assert _upstream(dag, "delivery_request") == {"commit"}
+    trigger = dag.get_task("trigger_delivery")
+    assert _upstream(dag, "trigger_delivery") == {"delivery_request"}
+    assert trigger.trigger_dag_id == "healthpredict_delivery"
+    # One DAG run per weekly batch, the batch taken from the logical date unless given.
+    assert dag.timetable.delta == timedelta(days=7)
+    assert set(dag.params) >= {"batch", "first_batch_date"}
 
 
 def test_delivery_promotes_only_after_the_smoke_test_and_rolls_back_on_failure(

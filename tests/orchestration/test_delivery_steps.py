@@ -165,6 +165,7 @@ def test_task_modules_import_without_heavy_libraries() -> None:
     """DAG files import these at parse time, which the DAG processor does every few seconds."""
     modules = [
         "healthpredict.orchestration.training",
+        "healthpredict.orchestration.monitoring",
         "healthpredict.orchestration.gate",
         "healthpredict.orchestration.policy",
         "healthpredict.delivery.rollout",

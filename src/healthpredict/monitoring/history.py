@@ -33,7 +33,7 @@ BATCH_COLUMNS = (
     "alarm",  # bool: any monitor alarmed on this batch
     "alarm_reasons",  # str: "; "-joined reasons ("" when none)
     "decision",  # "none" | "retrain" | "cooldown"
-    "outcome",  # "" | "promoted" | "refused" | "failed"
+    "outcome",  # "" | "promoted" | "passed" (gate passed, left to delivery) | "refused" | "failed"
     "new_version",  # str | None: challenger version trained at this step
     "quarantine_reason",  # str | None
 )

@@ -143,7 +143,7 @@ simulation_decisions = Table(
     Column("labelled_batch", Integer, nullable=True, doc="batch whose labels arrived"),
     Column("action", String(20), nullable=False, doc="none | retrain | cooldown"),
     Column("reasons", JSON, nullable=False),
-    Column("outcome", String(20), nullable=False, doc="'' | promoted | refused | failed"),
+    Column("outcome", String(20), nullable=False, doc="'' | promoted | passed | refused | failed"),
     Column("champion_version", String(32), nullable=False),
     Column("challenger_version", String(32), nullable=True),
     Column("gate", JSON, nullable=True),

@@ -32,6 +32,7 @@ from healthpredict.modeling.registry import (
     log_pipeline,
 )
 from healthpredict.modeling.train import default_params
+from healthpredict.orchestration.gate import GATE_CHAMPION_TAG
 from healthpredict.pipelines.promote import move_champion, record_decision
 from healthpredict.pipelines.train_and_register import PARAMS_ARTIFACT
 from healthpredict.serving.model_store import (
@@ -84,8 +85,8 @@ class ModelSlot(Protocol):
         """Store a newly trained model as the challenger; return its version."""
         ...
 
-    def record_gate(self, decision: GateDecision) -> None:
-        """Keep the gate's decision with both versions."""
+    def record_gate(self, decision: GateDecision, deferred: bool = False) -> None:
+        """Keep the gate's decision with both versions (``deferred``: a delivery promotes)."""
         ...
 
     def set_champion(self, version: str, previous: str | None) -> None:
@@ -160,9 +161,19 @@ class RegistrySlot:
         self.client.set_registered_model_alias(self.name, CHALLENGER, version)
         return version
 
-    def record_gate(self, decision: GateDecision) -> None:
-        """Tags on both versions plus a ``promotion-gate`` audit run, as ``promote`` does."""
+    def record_gate(self, decision: GateDecision, deferred: bool = False) -> None:
+        """Tags on both versions plus a ``promotion-gate`` audit run, as ``promote`` does, and
+        the champion measured against, which a delivery checks before it moves the alias."""
         record_decision(self.client, self.name, decision)
+        version = decision.challenger_version
+        if deferred:  # the alias is left to a delivery pipeline
+            outcome = "passed the gate; champion once delivered" if decision.promote else "refused"
+            reason = f"{outcome}: {decision.reason}"
+            self.client.set_model_version_tag(self.name, version, "promotion_reason", reason)
+        # Written last: the delivery trusts a verdict only once this tag is there.
+        self.client.set_model_version_tag(
+            self.name, version, GATE_CHAMPION_TAG, decision.champion_version
+        )
 
     def set_champion(self, version: str, previous: str | None) -> None:
         """Move the alias (the service's ModelStore picks it up on its next poll)."""
@@ -266,7 +277,7 @@ class FolderSlot:
         self._write_index(index)
         return version
 
-    def record_gate(self, decision: GateDecision) -> None:
+    def record_gate(self, decision: GateDecision, deferred: bool = False) -> None:
         """Keep the decision in the index beside both versions."""
         index = self._index()
         for version in (decision.champion_version, decision.challenger_version):

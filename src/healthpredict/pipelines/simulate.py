@@ -1,70 +1,75 @@
 """Flow: replay production batches over simulated time, monitor, retrain, gate, record.
 
-Each step handles one batch: inject the scenarios active on it, check its quality (quarantine),
-score it with the champion through the service's scoring code, run the monitors, learn the
-labels of the batch that has waited ``label_delay_batches`` steps, let the policy decide,
-retrain and gate when it says so, and commit everything the step produced in one database
-transaction. A killed run therefore resumes at the first uncommitted batch, and re-running a
-batch replaces its rows instead of adding to them. Model versions are the one side effect
-outside the transaction: a resumed step finds the challenger it registered before (by run and
-step) instead of training another, and a champion alias moved by an uncommitted step is put
-back before the step runs again.
+Each step handles one batch, in phases that can also run as separate tasks (the monitoring
+DAG runs one task per phase):
+
+1. **score** (:meth:`Simulation.score_pending`): inject the scenarios active on the batch,
+   check its quality (quarantine), score it with the champion through the service's scoring
+   code;
+2. **monitor**: data and prediction drift, the label-free performance estimate and alarms;
+3. **decide**: learn the labels of the batch that has waited ``label_delay_batches`` steps and
+   let the policy decide (1-3 together: :meth:`Simulation.observe`);
+4. **retrain** (:meth:`Simulation.retrain_pending`) when the policy says so;
+5. **gate** (:meth:`Simulation.gate_pending`): promote the challenger if it wins, or, with
+   ``promote=False``, only record the verdict for a delivery pipeline to act on;
+6. **commit** (:meth:`Simulation.commit_pending`): everything the step produced, written to
+   the store in one database transaction.
+
+Between phases the step lives in a pending record in the run folder
+(:mod:`~healthpredict.pipelines.simulation_pending`), so each phase can be retried on its own
+and a committed step run again changes nothing. A killed run resumes at the first uncommitted
+batch, and re-committing a batch replaces its rows instead of adding to them. Model versions
+are the one side effect outside the transaction: a resumed step finds the challenger it
+registered before (by run and step) instead of training another. When the loop owns the
+champion role (the ``simulate`` command), a champion alias moved by an uncommitted step is put
+back before the step runs again; under an orchestrator (``orchestrated=True``) the delivery
+pipeline moves the alias after a verified rollout, and the next step adopts the new champion.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
-import numpy as np
-import pandas as pd
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, delete, select
 
-from healthpredict.data.pseudonym import ENCOUNTER_KEY, PATIENT_KEY
-from healthpredict.data.timeline import batch_name, load_manifest
+from healthpredict.data.timeline import load_manifest
 from healthpredict.modeling.train import ModelKind, fit_model
 from healthpredict.monitoring import store
-from healthpredict.monitoring.drift import (
-    DriftMonitor,
-    DriftResult,
-    DriftThresholds,
-    monitored_fields,
-)
+from healthpredict.monitoring.drift import DriftMonitor
 from healthpredict.monitoring.history import RunHistory
-from healthpredict.monitoring.performance import estimated_auc
-from healthpredict.monitoring.policy import Policy
-from healthpredict.monitoring.quality import QualityResult, check_batch
-from healthpredict.monitoring.scenarios import Injection, ScenarioSet, inject
+from healthpredict.monitoring.policy import Decision, Policy
+from healthpredict.monitoring.scenarios import ScenarioSet
 from healthpredict.pipelines.model_slots import FolderSlot, ModelSlot
-from healthpredict.pipelines.simulation_retrain import LabelsAndRetraining
-from healthpredict.pipelines.simulation_rows import (
-    PREDICTED,
-    StepRecorder,
-    StepRows,
-    encounter_records,
-    write_parquet,
+from healthpredict.pipelines.simulation_pending import (
+    PHASES,
+    PendingStep,
+    Phase,
+    drop_predictions,
+    load_pending,
+    save_pending,
 )
+from healthpredict.pipelines.simulation_retrain import LabelsAndRetraining
+from healthpredict.pipelines.simulation_rows import PREDICTED, StepRecorder, StepRows
+from healthpredict.pipelines.simulation_scoring import ScoringAndMonitors, field_importance
+from healthpredict.pipelines.simulation_state import LoopState, RunState, remove_outputs
 from healthpredict.pipelines.streams import (
     SimulationError,
     Stream,
     exchangeable_stream,
     natural_stream,
 )
-from healthpredict.serving.model_store import LoadedModel
 from healthpredict.settings import Settings
 
-# The simulation's public names; some are defined in streams.py, simulation_rows.py or
-# monitoring.history and re-exported here, where callers have always found them.
+# The simulation's public names; some are defined in streams.py, simulation_rows.py,
+# simulation_scoring.py or monitoring.history and re-exported here, where callers have
+# always found them.
 __all__ = [
     "PREDICTED",
+    "PendingStep",
     "RunHistory",
     "Simulation",
     "SimulationError",
@@ -81,25 +86,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[str], None]
-# Settings that change a run's results: a run resumes only under the same values.
-FINGERPRINT_SETTINGS = (
-    "label_delay_batches",
-    "drift_features",
-    "drift_threshold",
-    "drift_share_alarm",
-    "drift_single_feature_alarm",
-    "prediction_drift_threshold",
-    "estimated_auc_drop_alarm",
-    "realised_auc_drop_alarm",
-    "calibration_gap_alarm",
-    "quality_max_invalid_fraction",
-    "seed",
-    "cv_folds",
-    "bootstrap_rounds",
-    "gate_min_auc_gain",
-    "gate_loss_tolerance",
-    "gate_max_ece_increase",
-)
 
 
 @dataclass(frozen=True)
@@ -114,15 +100,6 @@ class SimulationPlan:
     slot: ModelSlot
 
 
-@dataclass
-class LoopState:
-    """What the loop carries from step to step (rebuilt from the store on resume)."""
-
-    champion: str
-    last_promotion_step: int | None
-    next_step: int
-
-
 @dataclass(frozen=True)
 class StepSummary:
     """One line of progress per step."""
@@ -132,26 +109,13 @@ class StepSummary:
     seconds: float
 
 
-def fingerprint(plan: SimulationPlan, settings: Settings, initial_version: str) -> str:
-    """Hash of everything that shapes a run's results: a run is resumed only if it matches."""
-    payload = {
-        "policy": plan.policy.model_dump(mode="json"),
-        "scenarios": plan.scenarios.model_dump(mode="json"),
-        "stream": plan.stream.kind,
-        "data": plan.stream.data_hash,
-        "batches": len(plan.stream.batches),
-        "initial": initial_version,
-        "slot": plan.slot.kind,
-        "settings": {name: getattr(settings, name) for name in FINGERPRINT_SETTINGS},
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-class Simulation(LabelsAndRetraining):
+class Simulation(RunState, ScoringAndMonitors, LabelsAndRetraining):
     """One run of the loop over a stream; see the module docstring.
 
-    Scoring and the label-free monitors are here; what happens once labels arrive (policy,
-    retrain, gate) is in :class:`~healthpredict.pipelines.simulation_retrain.LabelsAndRetraining`.
+    The phases' work is in :class:`~healthpredict.pipelines.simulation_scoring.ScoringAndMonitors`
+    (score, monitor) and :class:`~healthpredict.pipelines.simulation_retrain.LabelsAndRetraining`
+    (decide, retrain, gate); this class runs them in order, keeps the pending record between
+    them, and commits.
     """
 
     def __init__(
@@ -160,15 +124,31 @@ class Simulation(LabelsAndRetraining):
         plan: SimulationPlan,
         engine: Engine,
         progress: Progress | None = None,
+        orchestrated: bool = False,
     ):
-        """Prepare the run's folder; nothing is written to the store until :meth:`run`."""
+        """Prepare the run's folder; nothing is written to the store until a step is scored.
+
+        Args:
+            settings: Settings in force.
+            plan: The run.
+            engine: The monitoring store.
+            progress: Called with one line per step.
+            orchestrated: The phases run as an orchestrator's tasks and a delivery pipeline
+                owns the champion alias: a champion changed outside the loop is adopted (not
+                put back), the gate promotes nothing unless told to, and an unreachable
+                tracking server fails the phase (the orchestrator retries) instead of being
+                recorded as a failed retrain.
+        """
         self.settings = settings
         self.plan = plan
         self.engine = engine
         self.progress = progress or (lambda _line: None)
+        self.orchestrated = orchestrated
         self.folder = settings.simulation_dir / plan.run
         self.recorder = StepRecorder(engine, plan.run)
         self._monitors: dict[str, DriftMonitor] = {}
+        self._state: LoopState | None = None
+        self._pending: dict[int, PendingStep] = {}
         # Names this run's challengers; the creation time keeps a restarted run from reusing
         # the versions of the run it replaced.
         self._run_key = plan.run
@@ -176,260 +156,166 @@ class Simulation(LabelsAndRetraining):
     # --- the loop ---------------------------------------------------------------------------
     def run(self, max_steps: int | None = None) -> list[StepSummary]:
         """Run (or resume) the remaining steps; return a summary per step run now."""
-        store.create_schema(self.engine)
-        state = self._start_or_resume()
+        state = self._started()
         last = len(self.plan.stream.batches)
         if max_steps is not None:
             last = min(last, state.next_step + max_steps - 1)
         summaries = []
         for step in range(state.next_step, last + 1):
             started = time.perf_counter()
-            text = self._step(step, state)
+            text = self._step(step)
             summary = StepSummary(step, text, time.perf_counter() - started)
             self.progress(f"{summary.text} ({summary.seconds:.1f} s)")
             summaries.append(summary)
         return summaries
 
-    def _start_or_resume(self) -> LoopState:
+    def _step(self, step: int) -> str:
+        self.observe(step)
+        self.retrain_pending(step)
+        self.gate_pending(step)
+        return self.commit_pending(step).text
+
+    # --- the phases -------------------------------------------------------------------------
+    def observe(self, step: int) -> PendingStep:
+        """Score, monitor and decide: everything up to the policy's decision."""
+        self.score_pending(step)
+        self.monitor_pending(step)
+        return self.decide_pending(step)
+
+    def score_pending(self, step: int) -> PendingStep:
+        """Score batch ``step`` with the champion; start its pending record.
+
+        A committed step is not scored again: its (committed) record is returned.
+
+        Raises:
+            SimulationError: No such batch, or an earlier batch is not committed yet.
+        """
+        state = self._started()
+        batches = len(self.plan.stream.batches)
+        if not 1 <= step <= batches:
+            raise SimulationError(f"there is no batch {step}: the stream has {batches}")
+        if step < state.next_step:
+            return self._committed(step)
+        if step > state.next_step:
+            raise SimulationError(
+                f"batch {step} cannot run before batch {state.next_step} is committed: "
+                "batches run in order"
+            )
+        pending = self._score_step(step, state)
+        self._keep(pending, predictions=True)
+        return pending
+
+    def monitor_pending(self, step: int) -> PendingStep:
+        """Drift, estimate and label-free alarms of the scored batch."""
+        return self._advance(step, "monitored", self._monitor_step)
+
+    def decide_pending(self, step: int) -> PendingStep:
+        """Labels that arrived at this step, and the policy's decision."""
+        return self._advance(step, "decided", self._decide_step)
+
+    def retrain_pending(self, step: int) -> PendingStep:
+        """Train the challenger if the policy said so (``.challenger``; None otherwise)."""
+        return self._advance(step, "retrained", self._train_step)
+
+    def gate_pending(self, step: int, promote: bool | None = None) -> PendingStep:
+        """Gate the challenger (``.outcome``, ``.gate``).
+
+        Args:
+            step: The step.
+            promote: Move the champion role when the challenger wins; otherwise record the
+                verdict only (outcome "passed"). Default: unless ``orchestrated``.
+        """
+        moves = not self.orchestrated if promote is None else promote
+        return self._advance(step, "gated", lambda pending: self._gate_step(pending, moves))
+
+    def commit_pending(self, step: int) -> PendingStep:
+        """Write the step's rows to the store in one transaction (replacing any earlier ones)."""
+        pending = self._advance(step, "committed", self._commit_step)
+        drop_predictions(self.folder, step)
+        self._pending.pop(step, None)
+        state = self._state
+        if state is not None and state.next_step == step:
+            state.champion, state.next_step = pending.champion_after, step + 1
+            state.adopted, state.confirms = False, None
+            if pending.outcome == "promoted":
+                state.last_promotion_step = step
+        return pending
+
+    def _commit_step(self, pending: PendingStep) -> None:
+        rows = pending.rows
+        if pending.action == "retrain":
+            version = f" v{pending.challenger}" if pending.challenger else ""
+            pending.text += f"; retrain -> {pending.outcome}{version}"
+        decision = Decision(pending.action, tuple(pending.reasons))  # type: ignore[arg-type]
+        rows.decision = self.recorder.decision_row(
+            pending.step, pending.labelled, decision, pending.outcome, pending.champion,
+            pending.challenger, pending.gate, pending.error,
+        )  # fmt: skip
+        rows.batch["model_version"] = pending.champion if pending.scored else None
+        rows.batch["champion_after"] = pending.champion_after
+        rows.promoted_step = pending.confirms
+        self.recorder.commit(pending.step, rows)
+
+    def _advance(self, step: int, phase: Phase, work: Callable[[PendingStep], None]) -> PendingStep:
+        """Run one phase on the step's pending record unless it ran already; keep the result."""
+        self._started()
+        pending = self._pending.get(step) or load_pending(self.folder, step)
+        if pending is None:
+            raise SimulationError(f"batch {step} has not been scored: score it first")
+        if pending.reached(phase):
+            return pending
+        previous = PHASES[PHASES.index(phase) - 1]
+        if pending.action != "retrain" and previous in ("retrained", "gated"):
+            previous = "decided"  # nothing to retrain or gate: those phases may be skipped
+        if not pending.reached(previous):
+            raise SimulationError(f"batch {step} is {pending.phase}, not yet {previous}")
+        try:
+            work(pending)
+        except BaseException:
+            self._pending.pop(step, None)  # half-changed: a retry reads the record again
+            raise
+        pending.phase = phase
+        self._keep(pending)
+        return pending
+
+    def _keep(self, pending: PendingStep, predictions: bool = False) -> None:
+        self._pending[pending.step] = pending
+        save_pending(self.folder, pending, predictions)
+
+    def _committed(self, step: int) -> PendingStep:
+        """The record of a committed step, rebuilt from the store if the folder lost it."""
+        pending = self._pending.get(step) or load_pending(self.folder, step)
+        if pending is None or not pending.reached("committed"):
+            pending = self._from_store(step)
+            self._keep(pending)
+        return pending
+
+    def _from_store(self, step: int) -> PendingStep:
+        batches, decisions = store.simulation_batches, store.simulation_decisions
         with self.engine.begin() as connection:
-            row = (
+            batch = (
                 connection.execute(
-                    select(store.simulation_runs).where(
-                        store.simulation_runs.c.run == self.plan.run
+                    select(batches).where(batches.c.run == self.plan.run, batches.c.batch == step)
+                )
+                .mappings()
+                .one()
+            )
+            decision = (
+                connection.execute(
+                    select(decisions).where(
+                        decisions.c.run == self.plan.run, decisions.c.step == step
                     )
                 )
                 .mappings()
-                .first()
+                .one()
             )
-        if row is None:
-            return self._create_run()
-        self._run_key = _run_key(self.plan.run, row["created_at"])
-        if row["fingerprint"] != fingerprint(self.plan, self.settings, row["initial_version"]):
-            raise SimulationError(
-                f"run {self.plan.run!r} exists with a different configuration (policy, scenarios,"
-                " data, thresholds or initial model): pick another --run-name or pass --restart"
-            )
-        return self._resumed_state(row["initial_version"])
-
-    def _create_run(self) -> LoopState:
-        initial = self.plan.slot.champion_version()
-        _remove_outputs(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._save_reference(initial, self.plan.stream.reference)
-        reference_auc = _tag_float(self.plan.slot.load(initial).tags.get("test_roc_auc"))
-        now = datetime.now(UTC)
-        self._run_key = _run_key(self.plan.run, now)
-        run_row = {
-            "run": self.plan.run,
-            "policy": self.plan.policy_name,
-            "policy_config": self.plan.policy.model_dump(mode="json"),
-            "scenario_set": self.plan.scenarios.name,
-            "scenarios": self.plan.scenarios.model_dump(mode="json"),
-            "stream": self.plan.stream.kind,
-            "slot": self.plan.slot.kind,
-            "initial_version": initial,
-            "reference_auc": reference_auc,
-            "fingerprint": fingerprint(self.plan, self.settings, initial),
-            "created_at": now,
-            "updated_at": now,
-        }
-        model_row = self.recorder.model_row(initial, 0, self.plan.stream.reference, "initial", None)
-        with self.engine.begin() as connection:
-            connection.execute(insert(store.simulation_runs), [run_row])
-            connection.execute(insert(store.simulation_models), [model_row])
-        return LoopState(initial, None, 1)
-
-    def _resumed_state(self, initial: str) -> LoopState:
-        run = self.plan.run
-        batches, decisions = store.simulation_batches, store.simulation_decisions
-        with self.engine.begin() as connection:
-            last = connection.execute(
-                select(batches.c.batch, batches.c.champion_after)
-                .where(batches.c.run == run)
-                .order_by(batches.c.batch.desc())
-            ).first()
-            promotion = connection.execute(
-                select(decisions.c.step)
-                .where(decisions.c.run == run, decisions.c.outcome == "promoted")
-                .order_by(decisions.c.step.desc())
-            ).first()
-        champion = last.champion_after if last else initial
-        serving = self.plan.slot.champion_version()
-        if serving != champion:
-            # A step killed after its promotion but before its commit: undo, then redo it.
-            logger.warning("champion is v%s but the last committed step left v%s: restoring",
-                           serving, champion)  # fmt: skip
-            self.plan.slot.set_champion(champion, None)
-        next_step = (last.batch + 1) if last else 1
-        if last:
-            self.progress(f"resuming run {run!r} at batch {next_step} (champion v{champion})")
-        return LoopState(champion, promotion.step if promotion else None, next_step)
-
-    def _step(self, step: int, state: LoopState) -> str:
-        frame, injections = inject(
-            self.plan.stream.batches[step - 1], self.plan.scenarios, step, self.settings.seed
-        )
-        quality = check_batch(frame, self.settings.quality_max_invalid_fraction)
-        rows = StepRows(batch={}, injections=[self.recorder.injection_row(i) for i in injections])
-        scored_by = None if quality.quarantined else state.champion
-        if quality.quarantined:
-            self._quarantine(step, frame, quality.quarantine_reason or "", None)
-            rows.batch = self.recorder.quarantined_row(step, frame, quality, injections)
-            text = f"batch {step}: quarantined ({quality.quarantine_reason})"
-        else:
-            text = self._score_and_monitor(step, frame, quality, injections, state, rows)
-        text += self._labels_and_policy(step, state, rows)
-        rows.batch["model_version"] = scored_by
-        rows.batch["champion_after"] = state.champion
-        self.recorder.commit(step, rows)
-        return text
-
-    # --- scoring and label-free monitors ------------------------------------------------------
-    def _score_and_monitor(
-        self,
-        step: int,
-        frame: pd.DataFrame,
-        quality: QualityResult,
-        injections: list[Injection],
-        state: LoopState,
-        rows: StepRows,
-    ) -> str:
-        if quality.n_invalid:
-            reason = "rows breaking the contract"
-            self._quarantine(step, frame[quality.invalid_rows], reason, "rows")
-            frame = frame[~quality.invalid_rows].reset_index(drop=True)
-        model = self.plan.slot.load(state.champion)
-        probabilities, rows.predictions = self._score(step, model, frame)
-        frame = frame.assign(**{PREDICTED: probabilities})
-        write_parquet(frame, self.folder / "batches" / f"{batch_name(step)}.parquet")
-        started = time.perf_counter()
-        monitor = self._monitor_for(state.champion, probabilities, step, rows)
-        html = self.folder / "reports" / f"{batch_name(step)}.html"
-        drift = monitor.run(frame, probabilities, html)
-        estimate = estimated_auc(probabilities)
-        alarms = self._label_free_alarms(drift, estimate, state.champion)
-        seconds = time.perf_counter() - started
-        rows.batch = self.recorder.batch_row(
-            step, frame, quality, injections, drift, estimate, alarms
-        )
-        rows.batch["monitor_seconds"] = seconds
-        rows.features = [{"run": self.plan.run, "batch": step, **asdict(f)} for f in drift.features]
-        flagged = ", ".join(drift.drifted_features[:3]) or "none"
-        return (
-            f"batch {step}: scored {len(frame):,} rows with v{state.champion}; drift share "
-            f"{drift.drift_share:.2f} ({flagged}); estimated AUC {estimate:.3f}"
-            + (f"; alarms: {'; '.join(alarms)}" if alarms else "")
-        )
-
-    def _score(
-        self, step: int, model: LoadedModel, frame: pd.DataFrame
-    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """Score through the service's path (fast path when proven), log like the service."""
-        encounters = encounter_records(frame)
-        probabilities = np.asarray(model.score(encounters, "none").probabilities)
-        request = store.LoggedRequest(
-            request_id=f"simulation:{self.plan.run}:{step}",
-            created_at=datetime.now(UTC),
-            model_name=model.name,
-            model_version=model.version,
-            records=encounters,
-            probabilities=probabilities.tolist(),
-            risk_bands=_bands(probabilities, self.settings),
-            decisions=(probabilities >= self.settings.decision_threshold).tolist(),
-            patient_keys=frame[PATIENT_KEY].tolist(),
-            encounter_keys=frame[ENCOUNTER_KEY].tolist(),
-        )
-        return probabilities, request.rows()
-
-    def _monitor_for(
-        self, version: str, probabilities: np.ndarray, step: int, rows: StepRows
-    ) -> DriftMonitor:
-        """The drift monitor of ``version``; its first batch becomes its baseline if it has none."""
-        if version not in self._monitors:
-            baseline_path = self.folder / "references" / f"v{version}_baseline.parquet"
-            if not baseline_path.is_file():
-                write_parquet(pd.DataFrame({PREDICTED: probabilities}), baseline_path)
-                rows.models.append({"version": version, "baseline": estimated_auc(probabilities)})
-            reference = pd.read_parquet(self.folder / "references" / f"v{version}.parquet")
-            baseline = pd.read_parquet(baseline_path)[PREDICTED].to_numpy()
-            importance = field_importance(self.plan.slot.load(version))
-            self._monitors[version] = DriftMonitor(
-                reference,
-                baseline,
-                monitored_fields(importance, self.settings.drift_features),
-                DriftThresholds(
-                    feature=self.settings.drift_threshold,
-                    share=self.settings.drift_share_alarm,
-                    single=self.settings.drift_single_feature_alarm,
-                    prediction=self.settings.prediction_drift_threshold,
-                ),
-            )
-        return self._monitors[version]
-
-    def _label_free_alarms(self, drift: DriftResult, estimate: float, version: str) -> list[str]:
-        alarms = []
-        if drift.dataset_drift:
-            top = ", ".join(
-                f"{f.feature} {f.statistic:.2f}"
-                for f in sorted(drift.features, key=lambda f: -f.statistic)[:3]
-                if f.drifted
-            )
-            alarms.append(f"data_drift: weighted share {drift.drift_share:.2f} (PSI {top})")
-        if drift.prediction_drift:
-            alarms.append(f"prediction_drift: PSI {drift.prediction_statistic:.3f}")
-        baseline = self._baseline_auc(version)
-        if baseline is not None and estimate < baseline - self.settings.estimated_auc_drop_alarm:
-            alarms.append(f"estimated_performance: AUC {estimate:.3f} vs {baseline:.3f} baseline")
-        return alarms
-
-    def _baseline_auc(self, version: str) -> float | None:
-        path = self.folder / "references" / f"v{version}_baseline.parquet"
-        if not path.is_file():
-            return None
-        return estimated_auc(pd.read_parquet(path)[PREDICTED].to_numpy())
-
-    def _quarantine(self, step: int, frame: pd.DataFrame, reason: str, suffix: str | None) -> None:
-        name = batch_name(step) + (f"_{suffix}" if suffix else "")
-        path = self.folder / "quarantine" / f"{name}.parquet"
-        write_parquet(frame.assign(quarantine_reason=reason), path)
-
-
-def field_importance(model: LoadedModel) -> pd.Series:
-    """Split gain per request field, from the compiled model (empty without a fast path)."""
-    compiled = model.compiled
-    if compiled is None:
-        return pd.Series(dtype=float)
-    gains = np.mean(
-        [m.booster.feature_importance("gain") @ compiled.group_matrix for m in compiled.members],
-        axis=0,
-    )
-    return pd.Series(gains, index=list(compiled.groups))
-
-
-def _bands(probabilities: np.ndarray, settings: Settings) -> list[str]:
-    from healthpredict.serving.scoring import risk_bands
-
-    return risk_bands(probabilities, settings)
-
-
-def _run_key(run: str, created_at: datetime) -> str:
-    return f"{run}@{created_at:%Y%m%dT%H%M%S}"
-
-
-RUN_OUTPUTS = ("batches", "quarantine", "references", "reports")
-
-
-def _remove_outputs(folder: Path) -> None:
-    """Delete what a run wrote beside its models (a folder slot's versions stay)."""
-    for name in RUN_OUTPUTS:
-        shutil.rmtree(folder / name, ignore_errors=True)
-
-
-def _tag_float(text: str | None) -> float | None:
-    try:
-        return float(text.split()[0]) if text else None
-    except ValueError:
-        return None
+        return PendingStep(
+            step, "committed", batch["model_version"] or batch["champion_after"], None,
+            StepRows(batch={"status": batch["status"]}), f"batch {step}: committed before",
+            decision["labelled_batch"], decision["action"], list(decision["reasons"]),
+            decision["challenger_version"], decision["outcome"], decision["gate"],
+            decision["error"], batch["champion_after"],
+        )  # fmt: skip
 
 
 # --- entry points -----------------------------------------------------------------------------
@@ -550,4 +436,4 @@ def forget_run(engine: Engine, settings: Settings, run: str) -> None:
                 store.predictions.c.request_id.like(f"simulation:{run}:%")
             )
         )
-    _remove_outputs(settings.simulation_dir / run)
+    remove_outputs(settings.simulation_dir / run)

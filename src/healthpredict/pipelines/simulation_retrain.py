@@ -1,14 +1,17 @@
-"""What a simulation step does once labels arrive: realised performance, policy, retrain, gate.
+"""What a simulation step does once labels arrive: decide, retrain, gate.
 
 The labels of the batch scored ``label_delay_batches`` steps ago give its realised performance
-and label alarms; the policy weighs them with that batch's label-free alarms. When it says
-retrain, a challenger is trained on the policy's window (or found, if a killed attempt at the
-same step registered it already), compared with the champion on the held-out half of the
-labelled batch's patients, and promoted only if the gate says so. A failed retrain is recorded
-and leaves the champion serving.
+and label alarms; the policy weighs them with that batch's label-free alarms (the decide
+phase). When it says retrain, a challenger is trained on the policy's window (or found, if an
+earlier attempt at the same step registered it already; the retrain phase), then compared with
+the champion on the held-out half of the labelled batch's patients (the gate phase). A passing
+challenger becomes champion at once when the loop owns the champion role (``promote``, the
+``simulate`` command); otherwise the verdict is recorded and a delivery pipeline moves the
+alias after a verified rollout (the monitoring DAG). A failed retrain or gate is recorded and
+leaves the champion serving.
 
 :class:`LabelsAndRetraining` is a base class of
-:class:`~healthpredict.pipelines.simulate.Simulation`: these steps read and write the same
+:class:`~healthpredict.pipelines.simulate.Simulation`: these phases read and write the same
 run state as the rest of the loop, and this module only keeps the loop's file short.
 """
 
@@ -36,38 +39,42 @@ from healthpredict.monitoring.performance import (
 from healthpredict.monitoring.policy import decide
 from healthpredict.pipelines.model_slots import NewModel
 from healthpredict.pipelines.promote import gate_policy
+from healthpredict.pipelines.simulation_pending import PendingStep
 from healthpredict.pipelines.simulation_rows import (
     PREDICTED,
     StepRecorder,
     StepRows,
     encounter_records,
+    save_reference,
     write_parquet,
 )
 from healthpredict.pipelines.streams import split_patients
 from healthpredict.settings import Settings
 
 if TYPE_CHECKING:  # the loop imports this module; these are only annotations here
-    from healthpredict.pipelines.simulate import LoopState, SimulationPlan
+    from healthpredict.pipelines.simulate import SimulationPlan
 
 logger = logging.getLogger(__name__)
 
 
 class LabelsAndRetraining:
-    """The label, policy and retraining steps of the loop (a base class of ``Simulation``)."""
+    """The decide, retrain and gate phases of the loop (a base class of ``Simulation``)."""
 
     settings: Settings
     plan: SimulationPlan
     engine: Engine
     folder: Path
     recorder: StepRecorder
+    orchestrated: bool
     _run_key: str
 
-    def _labels_and_policy(self, step: int, state: LoopState, rows: StepRows) -> str:
+    def _decide_step(self, pending: PendingStep) -> None:
+        """Realised performance of the newly labelled batch, its alarms, the policy's decision."""
+        step, rows = pending.step, pending.rows
         labelled = step - self.settings.label_delay_batches
         scored = self.folder / "batches" / f"{batch_name(labelled)}.parquet"
         usable = labelled >= 1 and scored.is_file() and self._was_scored(labelled, step, rows)
         alarms: list[str] = []
-        text = ""
         if usable:
             batch = pd.read_parquet(scored)
             performance = realised_performance(
@@ -80,23 +87,85 @@ class LabelsAndRetraining:
             rows.performance = self.recorder.performance_row(
                 labelled, step, performance, label_alarms
             )
-            text = f"; labels of batch {labelled}: AUC {performance.roc_auc}"
-        since = None if state.last_promotion_step is None else step - state.last_promotion_step
+            pending.text += f"; labels of batch {labelled}: AUC {performance.roc_auc}"
+        last = pending.last_promotion_step
+        since = None if last is None else step - last
         decision = decide(self.plan.policy, labelled if usable else None, alarms, since)
-        outcome, challenger, gate, error = "", None, None, None
-        champion_before = state.champion
-        if decision.action == "retrain":
-            outcome, challenger, gate, error = self._retrain(step, labelled, state, rows)
-            if outcome == "promoted":
-                state.last_promotion_step = step
-            text += f"; retrain -> {outcome}" + (f" v{challenger}" if challenger else "")
-        elif decision.action == "cooldown":
-            text += "; alarm during cooldown: no retrain"
-        rows.decision = self.recorder.decision_row(
-            step, labelled if usable else None, decision, outcome, champion_before, challenger,
-            gate, error,
-        )  # fmt: skip
-        return text
+        pending.labelled = labelled if usable else None
+        pending.action, pending.reasons = decision.action, list(decision.reasons)
+        if decision.action == "cooldown":
+            pending.text += "; alarm during cooldown: no retrain"
+
+    def _train_step(self, pending: PendingStep) -> None:
+        """Train the challenger on the policy's window (or find the one trained before)."""
+        if pending.action != "retrain" or pending.challenger is not None or pending.outcome:
+            return
+        step, labelled = pending.step, pending.labelled
+        assert labelled is not None  # a retrain needs labels
+        try:
+            slot = self.plan.slot
+            challenger = slot.find_challenger(self._run_key, step)
+            if challenger is None:
+                train, _ = self._training_data(labelled)
+                params = self._retrain_params(train, pending.champion)
+                fitted = fit_model(
+                    ModelKind.LIGHTGBM, train, params, self.settings.cv_folds, self.settings.seed
+                )
+                tags = {"training_window": f"simulation {self.plan.run} step {step}"}
+                new = NewModel(fitted.pipeline, params, features_of(train).head(5), tags)
+                challenger = slot.add_challenger(new, self._run_key, step)
+            pending.challenger = challenger
+        except Exception as error:  # a failed retrain must leave the champion serving
+            self._failed(pending, "retrain", error)
+
+    def _gate_step(self, pending: PendingStep, promote: bool) -> None:
+        """Gate the challenger on unseen patients; promote it or (not ``promote``) record it."""
+        challenger, labelled = pending.challenger, pending.labelled
+        if pending.action != "retrain" or challenger is None or pending.outcome:
+            return
+        assert labelled is not None
+        slot, champion = self.plan.slot, pending.champion
+        try:
+            train, holdout = self._training_data(labelled)
+            decision = self._gate(holdout, labelled, champion, challenger)
+            slot.record_gate(decision, deferred=not promote)
+            baseline_auc: float | None = None
+            if decision.promote:
+                # The challenger's drift reference and baseline, ready for when it serves.
+                save_reference(self.folder, challenger, train, self.settings)
+                baseline = (
+                    slot.load(challenger).score(encounter_records(holdout), "none").probabilities
+                )
+                write_parquet(
+                    pd.DataFrame({PREDICTED: baseline}),
+                    self.folder / "references" / f"v{challenger}_baseline.parquet",
+                )
+                baseline_auc = estimated_auc(baseline)
+                if promote:
+                    slot.set_champion(challenger, champion)
+                    pending.champion_after = challenger
+            window = f"initial + batches 1-{labelled} ({self.plan.policy.window})"
+            pending.rows.models.append(
+                self.recorder.model_row(challenger, pending.step, train, window, baseline_auc)
+            )
+            pending.outcome = (
+                ("promoted" if promote else "passed") if decision.promote else "refused"
+            )
+            pending.gate = _jsonable(decision.to_dict())
+        except Exception as error:  # a failed gate must leave the champion serving
+            self._failed(pending, "gate", error)
+
+    def _failed(self, pending: PendingStep, what: str, error: Exception) -> None:
+        """Record a failed retrain or gate; under an orchestrator, an unreachable registry
+        fails the task instead, so that it is retried."""
+        if self.orchestrated:
+            from healthpredict.orchestration.tracking import require_tracking_server
+
+            require_tracking_server(self.settings)
+        logger.exception("%s at step %d failed; v%s keeps serving", what, pending.step,
+                         pending.champion)  # fmt: skip
+        pending.outcome = "failed"
+        pending.error = f"{type(error).__name__}: {error}"[:2000]
 
     def _was_scored(self, batch: int, step: int, rows: StepRows) -> bool:
         if batch == step:
@@ -138,47 +207,13 @@ class LabelsAndRetraining:
             )
         return alarms
 
-    def _retrain(
-        self, step: int, labelled: int, state: LoopState, rows: StepRows
-    ) -> tuple[str, str | None, dict[str, Any] | None, str | None]:
-        """Train a challenger on the policy's window, gate it on unseen patients, promote."""
-        try:
-            train, holdout = self._training_data(labelled)
-            slot = self.plan.slot
-            challenger = slot.find_challenger(self._run_key, step)
-            if challenger is None:
-                params = slot.params(state.champion)
-                fitted = fit_model(
-                    ModelKind.LIGHTGBM, train, params, self.settings.cv_folds, self.settings.seed
-                )
-                tags = {"training_window": f"simulation {self.plan.run} step {step}"}
-                new = NewModel(fitted.pipeline, params, features_of(train).head(5), tags)
-                challenger = slot.add_challenger(new, self._run_key, step)
-            decision = self._gate(holdout, labelled, state.champion, challenger)
-            slot.record_gate(decision)
-            if decision.promote:
-                self._save_reference(challenger, train)
-                baseline = (
-                    slot.load(challenger).score(encounter_records(holdout), "none").probabilities
-                )
-                write_parquet(
-                    pd.DataFrame({PREDICTED: baseline}),
-                    self.folder / "references" / f"v{challenger}_baseline.parquet",
-                )
-                slot.set_champion(challenger, state.champion)
-                state.champion = challenger
-                baseline_auc: float | None = estimated_auc(baseline)
-            else:
-                baseline_auc = None
-            window = f"initial + batches 1-{labelled} ({self.plan.policy.window})"
-            rows.models.append(
-                self.recorder.model_row(challenger, step, train, window, baseline_auc)
-            )
-            outcome = "promoted" if decision.promote else "refused"
-            return outcome, challenger, _jsonable(decision.to_dict()), None
-        except Exception as error:  # a failed retrain must leave the champion serving
-            logger.exception("retrain at step %d failed; v%s keeps serving", step, state.champion)
-            return "failed", None, None, f"{type(error).__name__}: {error}"[:2000]
+    def _retrain_params(self, train: pd.DataFrame, champion: str) -> dict[str, Any]:
+        """The champion's hyper-parameters, or a new search's when the policy asks for one."""
+        if not self.plan.policy.search:
+            return self.plan.slot.params(champion)
+        from healthpredict.pipelines.tune_and_register import searched_params
+
+        return searched_params(train, self.settings)
 
     def _training_data(self, labelled: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The window up to the labelled batch, and half that batch's patients held out."""
@@ -216,14 +251,6 @@ class LabelsAndRetraining:
             promote=promote,
             reason=reason,
             **vars(comparison),
-        )
-
-    def _save_reference(self, version: str, train: pd.DataFrame) -> None:
-        """Keep a sample of ``version``'s training data: its drift monitor's reference."""
-        sample = train.sample(min(len(train), self.settings.reference_rows), random_state=0)
-        write_parquet(
-            features_of(sample).reset_index(drop=True),
-            self.folder / "references" / f"v{version}.parquet",
         )
 
 

@@ -27,6 +27,7 @@ from healthpredict.monitoring.performance import RealisedPerformance
 from healthpredict.monitoring.policy import Decision
 from healthpredict.monitoring.quality import QualityResult
 from healthpredict.monitoring.scenarios import Injection
+from healthpredict.settings import Settings
 
 # The column holding the champion's risk in a scored batch's file.
 PREDICTED = "predicted_risk"
@@ -44,6 +45,9 @@ class StepRows:
     performance: dict[str, Any] | None = None
     decision: dict[str, Any] = field(default_factory=dict)
     models: list[dict[str, Any]] = field(default_factory=list)
+    # An earlier step whose challenger, passed by the gate, now serves: its outcome becomes
+    # "promoted" (set when a delivery pipeline, not the loop, moved the alias).
+    promoted_step: int | None = None
 
 
 def encounter_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -58,6 +62,14 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     temporary = path.with_name(path.name + ".tmp")
     frame.to_parquet(temporary, index=False)
     temporary.replace(path)
+
+
+def save_reference(folder: Path, version: str, train: pd.DataFrame, settings: Settings) -> None:
+    """Keep a sample of ``version``'s training data: its drift monitor's reference."""
+    sample = train.sample(min(len(train), settings.reference_rows), random_state=0)
+    write_parquet(
+        features_of(sample).reset_index(drop=True), folder / "references" / f"v{version}.parquet"
+    )
 
 
 class StepRecorder:
@@ -89,7 +101,7 @@ class StepRecorder:
         self,
         step: int,
         frame: pd.DataFrame,
-        quality: QualityResult,
+        n_set_aside: int,
         injections: list[Injection],
         drift: DriftResult,
         estimate: float,
@@ -103,7 +115,7 @@ class StepRecorder:
             **self._common_batch_row(step, injections),
             "status": "completed",
             "n_rows": len(frame),
-            "n_set_aside": quality.n_invalid,
+            "n_set_aside": n_set_aside,
             "drift_share": drift.drift_share,
             "n_drifted": drift.n_drifted,
             "dataset_drift": drift.dataset_drift,
@@ -227,6 +239,16 @@ class StepRecorder:
                 if values:
                     connection.execute(insert(table), values)
             connection.execute(insert(decisions), [rows.decision])
+            if rows.promoted_step is not None:
+                connection.execute(
+                    decisions.update()
+                    .where(
+                        decisions.c.run == run,
+                        decisions.c.step == rows.promoted_step,
+                        decisions.c.outcome == "passed",
+                    )
+                    .values(outcome="promoted")
+                )
             connection.execute(
                 store.simulation_runs.update()
                 .where(store.simulation_runs.c.run == run)

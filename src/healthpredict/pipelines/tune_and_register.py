@@ -114,3 +114,13 @@ def _log_trials(result: SearchResult) -> None:
             "search_seconds": result.wall_seconds,
         }
     )
+
+
+def searched_params(train: pd.DataFrame, settings: Settings) -> dict[str, Any]:
+    """Hyper-parameters of the best configuration a search finds on ``train`` (no registering).
+
+    Used by retrains whose policy asks for a search; Ray is joined or started as for ``tune``.
+    """
+    connect_ray(settings.ray_address)
+    result = search(train, load_search_space(settings.search_space_file), settings)
+    return tuned_params(result.best.config)
