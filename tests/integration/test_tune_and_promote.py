@@ -42,7 +42,11 @@ def ray_session() -> Iterator[None]:
 def _prepared(folder: Path, **overrides: object) -> Settings:
     source = folder / "diabetic_data.csv"
     write_csv(make_raw_frame(6000, seed=21), str(source))
-    settings = make_settings(folder, source, **{"tune_trials": 8, "tune_folds": 3, **overrides})
+    # The offline timeline (70 % + 3 batches): the gate window must be large enough to decide.
+    offline = {"initial_window_fraction": 0.7, "n_batches": 3}
+    settings = make_settings(
+        folder, source, **{"tune_trials": 8, "tune_folds": 3, **offline, **overrides}
+    )
     prepare_data(settings)
     return settings
 

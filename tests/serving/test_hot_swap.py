@@ -247,6 +247,7 @@ def test_a_pinned_version_is_served_whatever_the_alias(registry: Champion, tmp_p
         assert client.get("/model").json()["version"] == pinned
         assert client.post("/predict", json=EXAMPLE_ENCOUNTER).json()["model_version"] == pinned
     missing = service_settings(registry.settings, tmp_path, model_version="999")
-    with TestClient(create_app(missing), headers={"X-API-Key": API_KEY}) as client:
-        ready = client.get("/ready")
-        assert ready.status_code == 503 and "version 999" in ready.text
+    app = create_app(missing)
+    with TestClient(app, headers={"X-API-Key": API_KEY}) as client:
+        assert client.get("/ready").status_code == 503
+        assert "has no version 999" in app.state.service.store.refresh()

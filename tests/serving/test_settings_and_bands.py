@@ -36,12 +36,12 @@ def test_serving_settings_from_the_environment(
 ) -> None:
     monkeypatch.setenv("HEALTHPREDICT_API_KEY", "k" * 20)
     monkeypatch.setenv("HEALTHPREDICT_CORS_ORIGINS", '["https://ward.example"]')
-    monkeypatch.setenv("HEALTHPREDICT_MONITORING_DB_URL", "postgresql+psycopg://u:secret@db/x")
+    monkeypatch.setenv("HEALTHPREDICT_MONITORING_DB_URL", "postgresql+psycopg://u:s3cr3t@db/x")
     settings = Settings(data_dir=tmp_path)
     assert settings.api_key is not None and settings.api_key.get_secret_value() == "k" * 20
     assert settings.cors_origins == ["https://ward.example"]
-    assert settings.monitoring_url == "postgresql+psycopg://u:secret@db/x"
-    assert "secret" not in str(settings.model_dump())
+    assert settings.monitoring_url == "postgresql+psycopg://u:s3cr3t@db/x"
+    assert "s3cr3t" not in str(settings.model_dump())
     assert Settings(data_dir=tmp_path, monitoring_db_url=None).monitoring_url == (
         f"sqlite:///{(tmp_path / 'monitoring.db').resolve()}"
     )

@@ -181,8 +181,12 @@ class ModelStore:
             if "RESOURCE_DOES_NOT_EXIST" in str(
                 getattr(error, "error_code", "")
             ) or "not found" in str(error):
-                wanted = f"version {pinned}" if pinned else f"a version with alias {self.alias!r}"
-                raise LookupError(f"{name!r} has no {wanted}") from error
+                missing = (
+                    f"{name!r} has no version {pinned}"
+                    if pinned
+                    else f"no version of {name!r} holds the alias {self.alias!r}"
+                )
+                raise LookupError(missing) from error
             raise
         version = str(registered.version)
         if self.current is not None and self.current.version == version:
