@@ -36,8 +36,8 @@ test: install ## Run the whole test suite
 	$(PYTHON) -m pytest
 
 lint: install ## ruff and mypy
-	$(VENV)/bin/ruff check src tests benchmarks dags
-	$(VENV)/bin/ruff format --check src tests benchmarks dags
+	$(VENV)/bin/ruff check src tests benchmarks dags scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks dags scripts
 	$(VENV)/bin/mypy src
 
 lock: ## Re-resolve requirements/lock.txt from pyproject.toml
