@@ -127,9 +127,9 @@ def read_history(engine: Engine, run: str) -> RunHistory:
 
 def describe_policy_config(name: str, config: dict[str, object]) -> str:
     """``name: description`` of a stored policy configuration."""
-    from healthpredict.monitoring.policy import _PolicyFile, describe
+    from healthpredict.monitoring.policy import describe, parse_policy
 
-    policy = _PolicyFile.model_validate({"policies": {name: config}}).policies[name]
+    policy = parse_policy(name, config)
     return f"{name}: {describe(policy)}"
 
 

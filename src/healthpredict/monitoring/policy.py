@@ -64,6 +64,15 @@ class DriftPolicy(_Policy):
 Policy = Annotated[NeverPolicy | ScheduledPolicy | DriftPolicy, Field(discriminator="kind")]
 
 
+def parse_policy(name: str, config: dict[str, object]) -> Policy:
+    """One policy from its stored configuration (as ``model_dump`` wrote it).
+
+    Raises:
+        ValidationError: The configuration breaks the policy schema.
+    """
+    return _PolicyFile.model_validate({"policies": {name: config}}).policies[name]
+
+
 class _PolicyFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     policies: dict[str, Policy]

@@ -21,6 +21,7 @@ import cloudpickle
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from sklearn.pipeline import Pipeline
 
 from healthpredict.modeling.gate import GateDecision
@@ -138,7 +139,7 @@ class RegistrySlot:
         run_id = self.client.get_model_version(self.name, version).run_id
         try:
             return dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/{PARAMS_ARTIFACT}"))
-        except Exception:  # a version trained before params were logged
+        except (MlflowException, OSError):  # a version trained before params were logged
             return default_params()
 
     def find_challenger(self, run: str, step: int) -> str | None:
