@@ -37,6 +37,7 @@ from healthpredict.monitoring.performance import (
     realised_performance,
 )
 from healthpredict.monitoring.policy import decide
+from healthpredict.monitoring.store import mask_url
 from healthpredict.pipelines.model_slots import NewModel
 from healthpredict.pipelines.promote import gate_policy
 from healthpredict.pipelines.simulation_pending import PendingStep
@@ -165,7 +166,9 @@ class LabelsAndRetraining:
         logger.exception("%s at step %d failed; v%s keeps serving", what, pending.step,
                          pending.champion)  # fmt: skip
         pending.outcome = "failed"
-        pending.error = f"{type(error).__name__}: {error}"[:2000]
+        # Stored and shown on the dashboard: a database or tracking URL must not carry its
+        # password there.
+        pending.error = mask_url(f"{type(error).__name__}: {error}")[:2000]
 
     def _was_scored(self, batch: int, step: int, rows: StepRows) -> bool:
         if batch == step:
