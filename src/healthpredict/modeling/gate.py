@@ -135,3 +135,31 @@ def verdict(comparison: Comparison, policy: GatePolicy) -> tuple[bool, str]:
         f"ROC-AUC gain {gain} reaches the margin {policy.min_auc_gain:.3f} and excludes a loss "
         f"beyond {policy.loss_tolerance:.3f}; calibration change {comparison.ece_increase}"
     )
+
+
+def decide(
+    labels: np.ndarray,
+    scores: tuple[np.ndarray, np.ndarray],
+    groups: pd.Series,
+    policy: GatePolicy,
+    versions: tuple[str, str],
+    window: str,
+) -> GateDecision:
+    """Compare champion and challenger scores (in that order) and apply the policy.
+
+    Every caller (``promote``, the DAGs' gate, the simulation) decides here, so a decision
+    means the same whatever recorded it.
+    """
+    comparison = compare(labels, scores[0], scores[1], groups, policy)
+    promote, reason = verdict(comparison, policy)
+    return GateDecision(
+        champion_version=versions[0],
+        challenger_version=versions[1],
+        window=window,
+        n_rows=len(labels),
+        n_patients=int(pd.Series(np.asarray(groups)).nunique()),
+        policy=policy,
+        promote=promote,
+        reason=reason,
+        **vars(comparison),
+    )

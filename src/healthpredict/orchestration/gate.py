@@ -31,24 +31,14 @@ def decide(settings: Settings, version: str) -> dict[str, Any]:
     """
     from mlflow import MlflowClient
 
-    from healthpredict.data.prepare import TARGET
-    from healthpredict.data.pseudonym import PATIENT_KEY, SEQUENCE
-    from healthpredict.data.timeline import load_manifest, load_window
-    from healthpredict.modeling.gate import GateDecision, compare, verdict
-    from healthpredict.modeling.registry import (
-        CHALLENGER,
-        CHAMPION,
-        configure_tracking,
-        load_pipeline,
-    )
-    from healthpredict.modeling.train import features_of
+    from healthpredict.modeling.registry import CHALLENGER, CHAMPION, configure_tracking
     from healthpredict.pipelines import promote
 
     configure_tracking(settings)
     client = MlflowClient()
     name = settings.model_name
-    champion = promote._aliased(client, name, CHAMPION, "no champion: nothing to compare with")
-    challenger = promote._aliased(client, name, CHALLENGER, f"v{version} is not the challenger")
+    champion = promote.aliased(client, name, CHAMPION, "no champion: nothing to compare with")
+    challenger = promote.aliased(client, name, CHALLENGER, f"v{version} is not the challenger")
     if str(challenger.version) != version:
         raise promote.PromotionError(
             f"v{version} is no longer the challenger (v{challenger.version} is): not gated"
@@ -56,34 +46,11 @@ def decide(settings: Settings, version: str) -> dict[str, Any]:
     recorded = challenger.tags
     if recorded.get(GATE_CHAMPION_TAG) == str(champion.version) and GATE_VERDICT_TAG in recorded:
         return _summary(version, str(champion.version), recorded, reused=True)
-    window = load_window(
-        settings.prepared_dir, load_manifest(settings.prepared_dir), settings.gate_window
-    )
-    for candidate in (champion, challenger):
-        promote._require_unseen(candidate, int(window[SEQUENCE].min()), settings.gate_window)
-    records = features_of(window)
-    scores = [
-        load_pipeline(promote._uri(v)).predict_proba(records)[:, 1] for v in (champion, challenger)
-    ]
-    policy = promote.gate_policy(settings)
-    comparison = compare(
-        window[TARGET].to_numpy(), scores[0], scores[1], window[PATIENT_KEY], policy
-    )
-    promoted, reason = verdict(comparison, policy)
-    decision = GateDecision(
-        champion_version=str(champion.version),
-        challenger_version=version,
-        window=settings.gate_window,
-        n_rows=len(window),
-        n_patients=int(window[PATIENT_KEY].nunique()),
-        policy=policy,
-        promote=promoted,
-        reason=reason,
-        **vars(comparison),
-    )
+    decision = promote.gate_on_window(settings, champion, challenger)
     promote.record_decision(client, name, decision)
-    outcome = "passed the gate; champion once delivered" if promoted else "not promoted"
-    client.set_model_version_tag(name, version, "promotion_reason", f"{outcome}: {reason}")
+    outcome = "passed the gate; champion once delivered" if decision.promote else "not promoted"
+    reason = f"{outcome}: {decision.reason}"
+    client.set_model_version_tag(name, version, "promotion_reason", reason)
     # Written last: its presence marks the decision as complete (see the reuse above).
     client.set_model_version_tag(name, version, GATE_CHAMPION_TAG, str(champion.version))
     return _summary(version, str(champion.version), decision.as_tags(), reused=False)

@@ -18,7 +18,7 @@ from mlflow.entities.model_registry import ModelVersion
 from healthpredict.data.prepare import TARGET
 from healthpredict.data.pseudonym import PATIENT_KEY, SEQUENCE
 from healthpredict.data.timeline import load_manifest, load_window
-from healthpredict.modeling.gate import GateDecision, GatePolicy, compare, verdict
+from healthpredict.modeling.gate import GateDecision, GatePolicy, decide
 from healthpredict.modeling.registry import CHALLENGER, CHAMPION, configure_tracking, load_pipeline
 from healthpredict.modeling.train import features_of
 from healthpredict.settings import Settings
@@ -61,15 +61,29 @@ def promote(settings: Settings) -> GateDecision:
     """
     configure_tracking(settings)
     client = MlflowClient()
-    champion = _aliased(
-        client, settings.model_name, CHAMPION, "no champion yet: nothing to compare"
-    )
-    challenger = _aliased(
+    champion = aliased(client, settings.model_name, CHAMPION, "no champion yet: nothing to compare")
+    challenger = aliased(
         client,
         settings.model_name,
         CHALLENGER,
         "no challenger: run `healthpredict train` or `healthpredict tune` first",
     )
+    decision = gate_on_window(settings, champion, challenger)
+    record_decision(client, settings.model_name, decision)
+    if decision.promote:
+        move_champion(client, settings.model_name, str(challenger.version), str(champion.version))
+    logger.info("gate: %s (%s)", "promoted" if decision.promote else "refused", decision.reason)
+    return decision
+
+
+def gate_on_window(
+    settings: Settings, champion: ModelVersion, challenger: ModelVersion
+) -> GateDecision:
+    """Score both versions on the configured gate window and decide (nothing is recorded).
+
+    Raises:
+        PromotionError: The gate window overlaps the data either model was trained on.
+    """
     window = load_window(
         settings.prepared_dir, load_manifest(settings.prepared_dir), settings.gate_window
     )
@@ -77,27 +91,14 @@ def promote(settings: Settings) -> GateDecision:
         _require_unseen(version, int(window[SEQUENCE].min()), settings.gate_window)
     records = features_of(window)
     scores = [load_pipeline(_uri(v)).predict_proba(records)[:, 1] for v in (champion, challenger)]
-    policy = gate_policy(settings)
-    comparison = compare(
-        window[TARGET].to_numpy(), scores[0], scores[1], window[PATIENT_KEY], policy
+    return decide(
+        window[TARGET].to_numpy(),
+        (scores[0], scores[1]),
+        window[PATIENT_KEY],
+        gate_policy(settings),
+        (str(champion.version), str(challenger.version)),
+        settings.gate_window,
     )
-    promoted, reason = verdict(comparison, policy)
-    decision = GateDecision(
-        champion_version=str(champion.version),
-        challenger_version=str(challenger.version),
-        window=settings.gate_window,
-        n_rows=len(window),
-        n_patients=int(window[PATIENT_KEY].nunique()),
-        policy=policy,
-        promote=promoted,
-        reason=reason,
-        **vars(comparison),
-    )
-    record_decision(client, settings.model_name, decision)
-    if promoted:
-        move_champion(client, settings.model_name, str(challenger.version), str(champion.version))
-    logger.info("gate: %s (%s)", "promoted" if promoted else "refused", reason)
-    return decision
 
 
 def rollback(settings: Settings, reason: str) -> RollbackRecord:
@@ -109,7 +110,7 @@ def rollback(settings: Settings, reason: str) -> RollbackRecord:
     configure_tracking(settings)
     client = MlflowClient()
     name = settings.model_name
-    current = _aliased(client, name, CHAMPION, "no champion: nothing to roll back")
+    current = aliased(client, name, CHAMPION, "no champion: nothing to roll back")
     previous = current.tags.get(PREVIOUS_CHAMPION)
     if not previous:
         raise PromotionError(f"champion v{current.version} has no previous champion to restore")
@@ -129,7 +130,12 @@ def rollback(settings: Settings, reason: str) -> RollbackRecord:
     return record
 
 
-def _aliased(client: MlflowClient, name: str, alias: str, missing: str) -> ModelVersion:
+def aliased(client: MlflowClient, name: str, alias: str, missing: str) -> ModelVersion:
+    """The version holding ``alias``.
+
+    Raises:
+        PromotionError: The model or the alias does not exist (``missing`` says what to do).
+    """
     try:
         return client.get_model_version_by_alias(name, alias)
     except mlflow.exceptions.MlflowException as error:

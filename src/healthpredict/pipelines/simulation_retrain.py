@@ -28,7 +28,8 @@ from sqlalchemy import Engine, select
 from healthpredict.data.prepare import TARGET
 from healthpredict.data.pseudonym import PATIENT_KEY
 from healthpredict.data.timeline import batch_name
-from healthpredict.modeling.gate import GateDecision, compare, verdict
+from healthpredict.modeling.gate import GateDecision
+from healthpredict.modeling.gate import decide as decide_gate
 from healthpredict.modeling.train import ModelKind, features_of, fit_model
 from healthpredict.monitoring import store
 from healthpredict.monitoring.performance import (
@@ -44,7 +45,6 @@ from healthpredict.pipelines.simulation_pending import PendingStep
 from healthpredict.pipelines.simulation_rows import (
     PREDICTED,
     StepRecorder,
-    StepRows,
     encounter_records,
     save_reference,
     write_parquet,
@@ -74,7 +74,8 @@ class LabelsAndRetraining:
         step, rows = pending.step, pending.rows
         labelled = step - self.settings.label_delay_batches
         scored = self.folder / "batches" / f"{batch_name(labelled)}.parquet"
-        usable = labelled >= 1 and scored.is_file() and self._was_scored(labelled, step, rows)
+        record = self._labelled_record(pending, labelled) if labelled >= 1 else {}
+        usable = record.get("status") == "completed" and scored.is_file()
         alarms: list[str] = []
         if usable:
             batch = pd.read_parquet(scored)
@@ -84,9 +85,9 @@ class LabelsAndRetraining:
                 self.settings.seed,
             )  # fmt: skip
             label_alarms = self._label_alarms(performance)
-            alarms = self._stored_alarms(labelled, step, rows) + label_alarms
+            alarms = list(record.get("alarms") or []) + label_alarms
             rows.performance = self.recorder.performance_row(
-                labelled, step, performance, label_alarms
+                labelled, step, record.get("model_version") or "", performance, label_alarms
             )
             pending.text += f"; labels of batch {labelled}: AUC {performance.roc_auc}"
         last = pending.last_promotion_step
@@ -170,29 +171,29 @@ class LabelsAndRetraining:
         # password there.
         pending.error = mask_url(f"{type(error).__name__}: {error}")[:2000]
 
-    def _was_scored(self, batch: int, step: int, rows: StepRows) -> bool:
-        if batch == step:
-            return rows.batch.get("status") == "completed"
-        with self.engine.begin() as connection:
-            status = connection.execute(
-                select(store.simulation_batches.c.status).where(
-                    store.simulation_batches.c.run == self.plan.run,
-                    store.simulation_batches.c.batch == batch,
-                )
-            ).scalar()
-        return status == "completed"
+    def _labelled_record(self, pending: PendingStep, batch: int) -> dict[str, Any]:
+        """Status, label-free alarms and scoring version of ``batch``, read once.
 
-    def _stored_alarms(self, batch: int, step: int, rows: StepRows) -> list[str]:
-        if batch == step:
-            return list(rows.batch.get("alarms", []))
+        Without a label delay the batch is this step's own, not committed yet.
+        """
+        if batch == pending.step:
+            return {
+                "status": pending.rows.batch.get("status"),
+                "alarms": pending.rows.batch.get("alarms", []),
+                "model_version": pending.champion if pending.scored else None,
+            }
+        table = store.simulation_batches
         with self.engine.begin() as connection:
-            alarms = connection.execute(
-                select(store.simulation_batches.c.alarms).where(
-                    store.simulation_batches.c.run == self.plan.run,
-                    store.simulation_batches.c.batch == batch,
+            row = (
+                connection.execute(
+                    select(table.c.status, table.c.alarms, table.c.model_version).where(
+                        table.c.run == self.plan.run, table.c.batch == batch
+                    )
                 )
-            ).scalar()
-        return list(alarms or [])
+                .mappings()
+                .first()
+            )
+        return dict(row) if row else {}
 
     def _label_alarms(self, performance: RealisedPerformance) -> list[str]:
         alarms = []
@@ -240,20 +241,13 @@ class LabelsAndRetraining:
     ) -> GateDecision:
         slot, records = self.plan.slot, encounter_records(holdout)
         scores = [slot.load(v).score(records, "none").probabilities for v in (champion, challenger)]
-        policy = gate_policy(self.settings)
-        labels, patients = holdout[TARGET].to_numpy(), holdout[PATIENT_KEY]
-        comparison = compare(labels, scores[0], scores[1], patients, policy)
-        promote, reason = verdict(comparison, policy)
-        return GateDecision(
-            champion_version=champion,
-            challenger_version=challenger,
-            window=f"{batch_name(labelled)}: the half of its patients held out of training",
-            n_rows=len(holdout),
-            n_patients=int(holdout[PATIENT_KEY].nunique()),
-            policy=policy,
-            promote=promote,
-            reason=reason,
-            **vars(comparison),
+        return decide_gate(
+            holdout[TARGET].to_numpy(),
+            (scores[0], scores[1]),
+            holdout[PATIENT_KEY],
+            gate_policy(self.settings),
+            (champion, challenger),
+            f"{batch_name(labelled)}: the half of its patients held out of training",
         )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, delete, insert
 
 from healthpredict.data.timeline import batch_name
 from healthpredict.modeling.train import features_of
@@ -45,6 +45,8 @@ class StepRows:
     performance: dict[str, Any] | None = None
     decision: dict[str, Any] = field(default_factory=dict)
     models: list[dict[str, Any]] = field(default_factory=list)
+    # Baseline estimated AUC of versions recorded earlier (a champion's first scored batch).
+    baselines: dict[str, float] = field(default_factory=dict)
     # An earlier step whose challenger, passed by the gate, now serves: its outcome becomes
     # "promoted" (set when a delivery pipeline, not the loop, moved the alias).
     promoted_step: int | None = None
@@ -137,23 +139,21 @@ class StepRecorder:
         }
 
     def performance_row(
-        self, batch: int, step: int, performance: RealisedPerformance, alarms: list[str]
+        self,
+        batch: int,
+        step: int,
+        version: str,
+        performance: RealisedPerformance,
+        alarms: list[str],
     ) -> dict[str, Any]:
-        """The realised performance of ``batch`` once its labels are known at ``step``."""
-        with self.engine.begin() as connection:
-            version = connection.execute(
-                select(store.simulation_batches.c.model_version).where(
-                    store.simulation_batches.c.run == self.run,
-                    store.simulation_batches.c.batch == batch,
-                )
-            ).scalar()
+        """The realised performance of ``batch`` (scored by ``version``), known at ``step``."""
         auc, shortfall = performance.roc_auc, performance.auc_shortfall
         gap = performance.calibration_gap
         return {
             "run": self.run,
             "batch": batch,
             "known_at_step": step,
-            "model_version": version or "",
+            "model_version": version,
             "roc_auc": auc.estimate,
             "roc_auc_low": auc.low,
             "roc_auc_high": auc.high,
@@ -229,7 +229,7 @@ class StepRecorder:
                     delete(table).where(table.c.run == run, table.c.batch == labelled)
                 )
                 connection.execute(insert(table), [rows.performance])
-            self._upsert_models(connection, rows.models)
+            self._upsert_models(connection, rows)
             connection.execute(insert(store.simulation_batches), [rows.batch])
             for table, values in (
                 (store.feature_drift, rows.features),
@@ -255,16 +255,13 @@ class StepRecorder:
                 .values(updated_at=datetime.now(UTC))
             )
 
-    def _upsert_models(self, connection: Any, models: list[dict[str, Any]]) -> None:
-        # A ``{"version", "baseline"}`` entry only sets the baseline of a version already
-        # recorded (a champion's first scored batch); any other entry replaces the version's row.
+    def _upsert_models(self, connection: Any, rows: StepRows) -> None:
+        """Replace the rows of the versions this step recorded; set the baselines it measured."""
         table = store.simulation_models
-        for model in models:
+        for model in rows.models:
             key = (table.c.run == self.run) & (table.c.version == model["version"])
-            if "baseline" in model and len(model) == 2:
-                connection.execute(
-                    table.update().where(key).values(baseline_estimated_auc=model["baseline"])
-                )
-                continue
             connection.execute(delete(table).where(key))
             connection.execute(insert(table), [model])
+        for version, auc in rows.baselines.items():
+            key = (table.c.run == self.run) & (table.c.version == version)
+            connection.execute(table.update().where(key).values(baseline_estimated_auc=auc))
