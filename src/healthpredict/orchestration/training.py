@@ -56,7 +56,11 @@ def search(prepared: dict[str, Any]) -> dict[str, Any]:
     from healthpredict.data.timeline import INITIAL_WINDOW
     from healthpredict.modeling.registry import configure_tracking
     from healthpredict.modeling.tune import load_search_space
-    from healthpredict.pipelines.tune_and_register import _log_trials, tuned_params
+    from healthpredict.pipelines.tune_and_register import (
+        log_trials,
+        search_run_params,
+        tuned_params,
+    )
     from healthpredict.pipelines.tune_and_register import search as run_search
 
     settings = get_settings()
@@ -72,9 +76,9 @@ def search(prepared: dict[str, Any]) -> dict[str, Any]:
         train = _window(settings, data_hash, INITIAL_WINDOW)
         with _ray_session(settings), mlflow.start_run(run_name="tune") as parent:
             mlflow.set_tags({"kind": "search", "search_key": key, "data_hash": data_hash})
-            mlflow.log_params(_search_params(settings))
+            mlflow.log_params(search_run_params(settings))
             result = run_search(train, space, settings)
-            _log_trials(result)
+            log_trials(result)
             outcome = {
                 "data_hash": data_hash,
                 "search_run_id": parent.info.run_id,
@@ -96,6 +100,7 @@ def train(searched: dict[str, Any]) -> dict[str, Any]:
     from healthpredict.pipelines.train_and_register import (
         INPUT_EXAMPLE_ROWS,
         PARAMS_ARTIFACT,
+        flat_params,
         training_window_tag,
     )
 
@@ -120,7 +125,7 @@ def train(searched: dict[str, Any]) -> dict[str, Any]:
                 }
             )
             mlflow.log_params(
-                {**_flat(params), "cv_folds": settings.cv_folds, "seed": settings.seed}
+                {**flat_params(params), "cv_folds": settings.cv_folds, "seed": settings.seed}
             )
             mlflow.log_dict(params, PARAMS_ARTIFACT)  # typed, for a later retrain to reuse
             model = fit_model(ModelKind.LIGHTGBM, window, params, settings.cv_folds, settings.seed)
@@ -218,26 +223,6 @@ def _key(*parts: Any) -> str:
 def _plain(value: Any) -> Any:
     """JSON-safe copy (Ray and Optuna hand back numpy numbers)."""
     return json.loads(json.dumps(value, default=lambda item: item.item()))
-
-
-def _flat(params: dict[str, Any]) -> dict[str, Any]:
-    flat = {
-        f"{section}.{key}": value
-        for section in ("lightgbm", "preprocessing")
-        for key, value in params.get(section, {}).items()
-    }
-    return {**flat, "calibration_method": params.get("calibration_method")}
-
-
-def _search_params(settings: Settings) -> dict[str, Any]:
-    return {
-        "trial_budget": settings.tune_trials,
-        "seed": settings.seed,
-        "time_budget_seconds": settings.tune_time_budget_seconds,
-        "folds": settings.tune_folds,
-        "concurrency": settings.tune_concurrency,
-        "objective": "mean patient-grouped CV ROC-AUC",
-    }
 
 
 def _finished_run(tag: str, value: str) -> Run | None:

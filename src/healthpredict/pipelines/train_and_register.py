@@ -120,18 +120,22 @@ def _train_baseline(
     return report, scores
 
 
-def _log_inputs(
-    manifest: Manifest, params: dict[str, Any], settings: Settings, n_train: int, n_test: int
-) -> None:
+def flat_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Hyper-parameters as flat MLflow params (``lightgbm.num_leaves``...)."""
     flat = {
         f"{section}.{key}": value
         for section in ("lightgbm", "preprocessing")
         for key, value in params.get(section, {}).items()
     }
+    return {**flat, "calibration_method": params.get("calibration_method")}
+
+
+def _log_inputs(
+    manifest: Manifest, params: dict[str, Any], settings: Settings, n_train: int, n_test: int
+) -> None:
     mlflow.log_params(
         {
-            **flat,
-            "calibration_method": params["calibration_method"],
+            **flat_params(params),
             "cv_folds": settings.cv_folds,
             "seed": settings.seed,
             "n_train": n_train,

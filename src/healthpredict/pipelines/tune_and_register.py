@@ -46,18 +46,9 @@ def tune_and_register(settings: Settings) -> TuneSummary:
     configure_tracking(settings)  # fail on an unreachable registry before searching
     connect_ray(settings.ray_address)
     with mlflow.start_run(run_name="tune") as parent:
-        mlflow.log_params(
-            {
-                "trial_budget": settings.tune_trials,
-                "seed": settings.seed,
-                "time_budget_seconds": settings.tune_time_budget_seconds,
-                "folds": settings.tune_folds,
-                "concurrency": settings.tune_concurrency,
-                "objective": "mean patient-grouped CV ROC-AUC",
-            }
-        )
+        mlflow.log_params(search_run_params(settings))
         result = search(train, space, settings)
-        _log_trials(result)
+        log_trials(result)
         training = train_and_register(
             settings,
             tuned_params(result.best.config),
@@ -89,7 +80,19 @@ def tuned_params(config: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _log_trials(result: SearchResult) -> None:
+def search_run_params(settings: Settings) -> dict[str, Any]:
+    """What a search run records about its budget and objective."""
+    return {
+        "trial_budget": settings.tune_trials,
+        "seed": settings.seed,
+        "time_budget_seconds": settings.tune_time_budget_seconds,
+        "folds": settings.tune_folds,
+        "concurrency": settings.tune_concurrency,
+        "objective": "mean patient-grouped CV ROC-AUC",
+    }
+
+
+def log_trials(result: SearchResult) -> None:
     """Each trial as a nested run (logged from the driver, so workers need no tracking access)."""
     for number, trial in enumerate(result.trials, start=1):
         with mlflow.start_run(run_name=f"trial-{number:03d}", nested=True):
