@@ -146,7 +146,7 @@ class Simulation(RunState, ScoringAndMonitors, LabelsAndRetraining):
         self.orchestrated = orchestrated
         self.folder = settings.simulation_dir / plan.run
         self.recorder = StepRecorder(engine, plan.run)
-        self._monitors: dict[str, DriftMonitor] = {}
+        self._monitors: dict[str, tuple[DriftMonitor, float]] = {}
         self._state: LoopState | None = None
         self._pending: dict[int, PendingStep] = {}
         # Names this run's challengers; the creation time keeps a restarted run from reusing

@@ -64,7 +64,7 @@ class ScoringAndMonitors:
     engine: Engine
     folder: Path
     recorder: StepRecorder
-    _monitors: dict[str, DriftMonitor]
+    _monitors: dict[str, tuple[DriftMonitor, float]]
 
     def _score_step(self, step: int, state: LoopState) -> PendingStep:
         """Inject, check, score: a new pending record (phase "scored")."""
@@ -104,11 +104,11 @@ class ScoringAndMonitors:
         frame = pd.read_parquet(self._scored_path(step))
         probabilities = frame[PREDICTED].to_numpy()
         started = time.perf_counter()
-        monitor = self._monitor_for(pending.champion, probabilities, rows)
+        monitor, baseline_auc = self._monitor_for(pending.champion, probabilities, rows)
         html = self.folder / "reports" / f"{batch_name(step)}.html"
         drift = monitor.run(frame, probabilities, html)
         estimate = estimated_auc(probabilities)
-        alarms = self._label_free_alarms(drift, estimate, pending.champion)
+        alarms = self._label_free_alarms(drift, estimate, baseline_auc)
         seconds = time.perf_counter() - started
         injections = [
             Injection(**{k: v for k, v in row.items() if k != "run"}) for row in rows.injections
@@ -166,8 +166,13 @@ class ScoringAndMonitors:
             )
         )
 
-    def _monitor_for(self, version: str, probabilities: np.ndarray, rows: StepRows) -> DriftMonitor:
-        """The drift monitor of ``version``; its first batch becomes its baseline if it has none."""
+    def _monitor_for(
+        self, version: str, probabilities: np.ndarray, rows: StepRows
+    ) -> tuple[DriftMonitor, float]:
+        """The drift monitor of ``version`` and its baseline estimated AUC, built once.
+
+        The model's first batch becomes its baseline if it has none.
+        """
         if version not in self._monitors:
             baseline_path = self.folder / "references" / f"v{version}_baseline.parquet"
             if not baseline_path.is_file():
@@ -176,9 +181,10 @@ class ScoringAndMonitors:
             baseline = pd.read_parquet(baseline_path)[PREDICTED].to_numpy()
             # Recorded whenever the monitor is built: the same value each time, so a phase
             # retried after writing the file still records it.
-            rows.models.append({"version": version, "baseline": estimated_auc(baseline)})
+            baseline_auc = estimated_auc(baseline)
+            rows.baselines[version] = baseline_auc
             importance = field_importance(self.plan.slot.load(version))
-            self._monitors[version] = DriftMonitor(
+            monitor = DriftMonitor(
                 reference,
                 baseline,
                 monitored_fields(importance, self.settings.drift_features),
@@ -189,9 +195,10 @@ class ScoringAndMonitors:
                     prediction=self.settings.prediction_drift_threshold,
                 ),
             )
+            self._monitors[version] = (monitor, baseline_auc)
         return self._monitors[version]
 
-    def _label_free_alarms(self, drift: DriftResult, estimate: float, version: str) -> list[str]:
+    def _label_free_alarms(self, drift: DriftResult, estimate: float, baseline: float) -> list[str]:
         alarms = []
         if drift.dataset_drift:
             top = ", ".join(
@@ -202,16 +209,9 @@ class ScoringAndMonitors:
             alarms.append(f"data_drift: weighted share {drift.drift_share:.2f} (PSI {top})")
         if drift.prediction_drift:
             alarms.append(f"prediction_drift: PSI {drift.prediction_statistic:.3f}")
-        baseline = self._baseline_auc(version)
-        if baseline is not None and estimate < baseline - self.settings.estimated_auc_drop_alarm:
+        if estimate < baseline - self.settings.estimated_auc_drop_alarm:
             alarms.append(f"estimated_performance: AUC {estimate:.3f} vs {baseline:.3f} baseline")
         return alarms
-
-    def _baseline_auc(self, version: str) -> float | None:
-        path = self.folder / "references" / f"v{version}_baseline.parquet"
-        if not path.is_file():
-            return None
-        return estimated_auc(pd.read_parquet(path)[PREDICTED].to_numpy())
 
     def _quarantine(self, step: int, frame: pd.DataFrame, reason: str, suffix: str | None) -> None:
         name = batch_name(step) + (f"_{suffix}" if suffix else "")
