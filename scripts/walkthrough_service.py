@@ -18,22 +18,12 @@ from pathlib import Path
 
 from walkthrough_cast import CastRecorder
 
+from healthpredict.reporting.browser import CHROMIUM, CHROMIUM_ARGS
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
 READY_TIMEOUT_SECONDS = 180.0
 STOP_TIMEOUT_SECONDS = 20.0
-CHROMIUM = Path("/usr/bin/chromium")
-# The network is closed on these machines: without these flags Chromium keeps calling home.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 COMMAND, RESET = "\x1b[1;33m", "\x1b[0m"
 
 

@@ -14,22 +14,9 @@ import pytest
 from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 
 from healthpredict.monitoring.history import RunHistory
+from healthpredict.reporting.browser import CHROMIUM, CHROMIUM_ARGS
 from healthpredict.reporting.dashboard import CHART_IDS, write_dashboard
 from tests.reporting.histories import QUARANTINE_REASON
-
-CHROMIUM = Path("/usr/bin/chromium")
-# The network is closed on these machines: without these flags Chromium keeps trying to reach
-# Google's services and floods the log with refused connections.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _require_chromium() -> None:
