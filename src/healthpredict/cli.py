@@ -83,6 +83,7 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     from healthpredict.data.timeline import TimelineError
     from healthpredict.data.validate import ContractError
     from healthpredict.modeling.tune import SearchError
+    from healthpredict.monitoring.history import RunNotFoundError
     from healthpredict.monitoring.policy import PolicyError
     from healthpredict.monitoring.scenarios import ScenarioError
     from healthpredict.pipelines.model_slots import SlotError
@@ -94,7 +95,7 @@ def _expected_errors() -> tuple[type[Exception], ...]:
         ScenarioError,
         SlotError,
         SimulationError,
-        LookupError,
+        RunNotFoundError,
         DataSourceError,
         ContractError,
         TimelineError,

@@ -79,6 +79,10 @@ class RunHistory:
         return int((self.batches["outcome"] == "promoted").sum())
 
 
+class RunNotFoundError(LookupError):
+    """The monitoring store has no simulation run of that name (or none at all)."""
+
+
 def list_runs(engine: Engine) -> list[str]:
     """Names of the simulation runs in the store, oldest first."""
     runs = store.simulation_runs
@@ -90,7 +94,7 @@ def read_history(engine: Engine, run: str) -> RunHistory:
     """Everything recorded for ``run``, one row per batch.
 
     Raises:
-        LookupError: No such run in the store.
+        RunNotFoundError: No such run in the store.
     """
     with engine.begin() as connection:
         header = (
@@ -101,7 +105,7 @@ def read_history(engine: Engine, run: str) -> RunHistory:
             .first()
         )
         if header is None:
-            raise LookupError(f"no simulation run {run!r} in the monitoring store")
+            raise RunNotFoundError(f"no simulation run {run!r} in the monitoring store")
         frames = {
             table.name: pd.read_sql(select(table).where(table.c.run == run), connection)
             for table in (

@@ -5,8 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import Engine
+
 from healthpredict.monitoring import store
-from healthpredict.monitoring.history import RunHistory, list_runs, read_history
+from healthpredict.monitoring.history import (
+    RunHistory,
+    RunNotFoundError,
+    list_runs,
+    read_history,
+)
 from healthpredict.settings import Settings
 
 
@@ -25,7 +32,7 @@ def write_report(settings: Settings, main_run: str | None = None) -> WrittenRepo
     Comparable runs replay the same stream and scenario set under other policies.
 
     Raises:
-        LookupError: No simulation run in the store, or no run called ``main_run``.
+        RunNotFoundError: No simulation run in the store, or no run called ``main_run``.
     """
     from healthpredict.reporting.dashboard import write_dashboard
     from healthpredict.reporting.timeline_plots import write_report_pngs
@@ -35,7 +42,7 @@ def write_report(settings: Settings, main_run: str | None = None) -> WrittenRepo
         store.create_schema(engine)
         names = list_runs(engine)
         if not names:
-            raise LookupError("no simulation run yet: run `healthpredict simulate` first")
+            raise RunNotFoundError("no simulation run yet: run `healthpredict simulate` first")
         main = read_history(engine, main_run or names[-1])
         runs = [main, *_comparable(engine, names, main)]
     finally:
@@ -46,8 +53,8 @@ def write_report(settings: Settings, main_run: str | None = None) -> WrittenRepo
     return WrittenReport(dashboard, pngs, [r.name for r in runs])
 
 
-def _comparable(engine: object, names: list[str], main: RunHistory) -> list[RunHistory]:
-    others = [read_history(engine, n) for n in names if n != main.name]  # type: ignore[arg-type]
+def _comparable(engine: Engine, names: list[str], main: RunHistory) -> list[RunHistory]:
+    others = [read_history(engine, n) for n in names if n != main.name]
     return [
         run
         for run in others
