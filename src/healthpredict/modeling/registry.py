@@ -2,6 +2,8 @@
 
 Aliases (``champion``, ``challenger``), never the deprecated stages. Every registered version is
 tagged with the data it was trained on, its test metrics, and why it did or did not get an alias.
+The aliases themselves are written by :mod:`healthpredict.modeling.champion`; ``CHAMPION``,
+``CHALLENGER`` and ``current_version`` are defined there and stay importable from here.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ import mlflow
 import mlflow.sklearn
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from sklearn.pipeline import Pipeline
 
+from healthpredict.modeling.champion import (
+    CHALLENGER,
+    CHAMPION,
+    assign_initial_alias,
+    current_version,
+)
 from healthpredict.modeling.evaluate import EvalReport
 from healthpredict.settings import Settings
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"
 # Packages a loader needs; listed explicitly because MLflow's inference re-loads the model.
 _RUNTIME_PACKAGES = ("scikit-learn", "lightgbm", "pandas", "numpy", "cloudpickle", "healthpredict")
@@ -109,11 +114,10 @@ def register(
     client = MlflowClient()
     version = mlflow.register_model(model_uri, settings.model_name).version
     alias, reason = _initial_alias(client, settings, report)
-    all_tags = {**tags, **_metric_tags(report), "promotion_reason": reason}
-    for key, value in all_tags.items():
+    for key, value in {**tags, **_metric_tags(report)}.items():
         client.set_model_version_tag(settings.model_name, version, key, value)
-    if alias is not None:
-        client.set_registered_model_alias(settings.model_name, alias, version)
+    # Last: the reason, then the alias (a retry takes a version without a reason as interrupted).
+    assign_initial_alias(client, settings.model_name, str(version), alias, reason)
     logger.info("registered %s version %s (%s)", settings.model_name, version, reason)
     return RegisteredVersion(settings.model_name, str(version), run_id, alias, reason)
 
@@ -131,17 +135,6 @@ def _initial_alias(
 
 def _metric_tags(report: EvalReport) -> dict[str, str]:
     return {f"test_{name}": str(interval) for name, interval in report.metrics.items()}
-
-
-def current_version(client: MlflowClient, name: str, alias: str) -> str | None:
-    """Version number holding ``alias``, or None when the alias (or the model) does not exist."""
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException as error:
-        # Only "no such model/alias" means None; an unreachable registry must not look empty.
-        if "not found" in str(error):
-            return None
-        raise
 
 
 def load_pipeline(model_uri: str) -> Pipeline:

@@ -10,12 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from healthpredict.modeling.champion import GATE_CHAMPION_TAG, GATE_VERDICT_TAG, PROMOTED
 from healthpredict.settings import Settings
-
-# The champion a gate decision was measured against; a decision against another is stale.
-GATE_CHAMPION_TAG = "gate_champion_version"
-GATE_VERDICT_TAG = "gate_verdict"
-PROMOTED = "promoted"
 
 
 def decide(settings: Settings, version: str) -> dict[str, Any]:
@@ -31,29 +27,29 @@ def decide(settings: Settings, version: str) -> dict[str, Any]:
     """
     from mlflow import MlflowClient
 
-    from healthpredict.modeling.registry import CHALLENGER, CHAMPION, configure_tracking
-    from healthpredict.pipelines import promote
+    from healthpredict.modeling import champion
+    from healthpredict.modeling.registry import configure_tracking
+    from healthpredict.pipelines.promote import gate_on_window
 
     configure_tracking(settings)
     client = MlflowClient()
     name = settings.model_name
-    champion = promote.aliased(client, name, CHAMPION, "no champion: nothing to compare with")
-    challenger = promote.aliased(client, name, CHALLENGER, f"v{version} is not the challenger")
+    incumbent = champion.aliased(
+        client, name, champion.CHAMPION, "no champion: nothing to compare with"
+    )
+    challenger = champion.aliased(
+        client, name, champion.CHALLENGER, f"v{version} is not the challenger"
+    )
     if str(challenger.version) != version:
-        raise promote.PromotionError(
+        raise champion.PromotionError(
             f"v{version} is no longer the challenger (v{challenger.version} is): not gated"
         )
     recorded = challenger.tags
-    if recorded.get(GATE_CHAMPION_TAG) == str(champion.version) and GATE_VERDICT_TAG in recorded:
-        return _summary(version, str(champion.version), recorded, reused=True)
-    decision = promote.gate_on_window(settings, champion, challenger)
-    promote.record_decision(client, name, decision)
-    outcome = "passed the gate; champion once delivered" if decision.promote else "not promoted"
-    reason = f"{outcome}: {decision.reason}"
-    client.set_model_version_tag(name, version, "promotion_reason", reason)
-    # Written last: its presence marks the decision as complete (see the reuse above).
-    client.set_model_version_tag(name, version, GATE_CHAMPION_TAG, str(champion.version))
-    return _summary(version, str(champion.version), decision.as_tags(), reused=False)
+    if recorded.get(GATE_CHAMPION_TAG) == str(incumbent.version) and GATE_VERDICT_TAG in recorded:
+        return _summary(version, str(incumbent.version), recorded, reused=True)
+    decision = gate_on_window(settings, incumbent, challenger)
+    champion.record_gate_decision(client, name, decision, deferred=True)
+    return _summary(version, str(incumbent.version), decision.as_tags(), reused=False)
 
 
 def _summary(version: str, champion: str, tags: dict[str, str], *, reused: bool) -> dict[str, Any]:
