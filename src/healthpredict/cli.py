@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
@@ -24,6 +25,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Open, check and prepare the raw extract.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+outcomes_app = typer.Typer(
+    help="Readmission outcomes, joined to what was predicted.", no_args_is_help=True
+)
+app.add_typer(outcomes_app, name="outcomes")
 T = TypeVar("T")
 
 
@@ -82,20 +87,18 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     from healthpredict.data.source import DataSourceError
     from healthpredict.data.timeline import TimelineError
     from healthpredict.data.validate import ContractError
+    from healthpredict.errors import HealthPredictError
+    from healthpredict.modeling.champion import PromotionError
     from healthpredict.modeling.tune import SearchError
-    from healthpredict.monitoring.history import RunNotFoundError
     from healthpredict.monitoring.policy import PolicyError
     from healthpredict.monitoring.scenarios import ScenarioError
-    from healthpredict.pipelines.model_slots import SlotError
-    from healthpredict.pipelines.promote import PromotionError
-    from healthpredict.pipelines.streams import SimulationError
+    from healthpredict.orchestration.tracking import TrackingUnavailableError
 
     return (
+        HealthPredictError,
         PolicyError,
         ScenarioError,
-        SlotError,
-        SimulationError,
-        RunNotFoundError,
+        TrackingUnavailableError,
         DataSourceError,
         ContractError,
         TimelineError,
@@ -204,25 +207,110 @@ def simulate(
         StreamChoice, typer.Option(help="Time order, or the no-drift exchangeable control.")
     ] = StreamChoice.NATURAL,
     what_if: Annotated[
-        bool, typer.Option(help="Keep versions in a folder; never move the registry's alias.")
+        bool, typer.Option(help="Replay in process; versions in a folder, the registry untouched.")
     ] = False,
     restart: Annotated[bool, typer.Option(help="Forget the run's records and start over.")] = False,
     max_batches: Annotated[int | None, typer.Option(help="Stop after this many batches.")] = None,
+    service_url: Annotated[
+        str | None,
+        typer.Option(help="Send traffic to this running service instead of starting one."),
+    ] = None,
+    initial_version: Annotated[
+        str | None,
+        typer.Option(help="Start from this registered version (must not have seen the stream)."),
+    ] = None,
 ) -> None:
-    """Replay the production batches: score, monitor, decide, retrain, gate (resumable)."""
-    from healthpredict.pipelines.simulate import build_plan
-    from healthpredict.pipelines.simulate import simulate as run_simulation
+    """Replay the production batches through the service: predictions, outcomes, monitoring,
+    retraining, promotion (resumable)."""
+    from healthpredict.loop.plans import build_plan
+    from healthpredict.loop.replay import replay
+    from healthpredict.reporting.summary import format_batch_table, format_replay_speed
+
+    settings = _run(lambda: _settings(policy=policy))
+    plan = _run(
+        lambda: build_plan(
+            settings,
+            settings.policy,
+            run_name,
+            stream.value,
+            what_if,
+            initial_version=initial_version,
+        )
+    )
+    result = _run(lambda: replay(settings, plan, restart, max_batches, typer.echo, service_url))
+    typer.echo(format_batch_table(result.history))
+    typer.echo(format_replay_speed(result))
+
+
+@app.command("monitor")
+def monitor(
+    window: Annotated[
+        int | None, typer.Option(help="Window number; default: the last complete one.")
+    ] = None,
+    at: Annotated[
+        datetime | None, typer.Option(help="Monitor the window containing this time (ISO 8601).")
+    ] = None,
+    deployment: Annotated[
+        str | None, typer.Option(help="Whose log (default: the setting).")
+    ] = None,
+    policy: Annotated[
+        str | None, typer.Option(help="Retraining policy (default: the setting).")
+    ] = None,
+    promote: Annotated[
+        bool, typer.Option(help="Move the champion alias when the gate passes (else: record only).")
+    ] = True,
+) -> None:
+    """Monitor one window of a deployment's prediction log, act on it, print the windows so far."""
+    from healthpredict.loop.live import live_context
+    from healthpredict.loop.runner import run_window
+    from healthpredict.monitoring.history import read_history
+    from healthpredict.monitoring.store import store_errors
     from healthpredict.reporting.summary import format_batch_table
 
-    if stream not in ("natural", "exchangeable"):
-        typer.secho(
-            "error: --stream must be natural or exchangeable", fg=typer.colors.RED, err=True
+    settings = _run(_settings)
+    context = _run(lambda: live_context(settings, policy, deployment, promote, typer.echo))
+    clock = context.clock
+    number = _run(lambda: window or (clock.containing(at) if at else clock.last_complete()).number)
+    with store_errors(settings.monitoring_url):
+        pending = _run(lambda: run_window(context, number))
+    typer.echo(pending.text)
+    if pending.status != "empty":
+        typer.echo(
+            format_batch_table(_run(lambda: read_history(context.engine, context.deployment)))
         )
-        raise typer.Exit(code=1)
-    settings = _run(lambda: _settings(policy=policy))
-    plan = _run(lambda: build_plan(settings, settings.policy, run_name, stream.value, what_if))
-    history = _run(lambda: run_simulation(settings, plan, restart, max_batches, typer.echo))
-    typer.echo(format_batch_table(history))
+
+
+@outcomes_app.command("load")
+def outcomes_load(
+    source: Annotated[
+        str, typer.Argument(help="CSV or Parquet: a path, file://, s3:// or https://.")
+    ],
+    deployment: Annotated[
+        str | None, typer.Option(help="Whose log (default: the setting).")
+    ] = None,
+) -> None:
+    """Record readmission outcomes from a file (columns encounter_id, readmitted)."""
+    from healthpredict.data.pseudonym import load_or_create_salt
+    from healthpredict.loop import outcomes
+    from healthpredict.monitoring.store import make_engine, store_errors
+
+    settings = _run(_settings)
+    records = _run(lambda: outcomes.parse_records(outcomes.read_file(source)))
+    engine = make_engine(settings.monitoring_url)
+    try:
+        with store_errors(settings.monitoring_url):
+            report = _run(
+                lambda: outcomes.record(
+                    engine,
+                    deployment or settings.deployment,
+                    records,
+                    load_or_create_salt(settings),
+                    source,
+                )
+            )
+    finally:
+        engine.dispose()
+    typer.echo(report.summary())
 
 
 @app.command("report")

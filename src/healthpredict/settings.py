@@ -5,6 +5,7 @@ Nothing here runs at import time: call :func:`get_settings` when a value is need
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -168,6 +169,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(
         default=1000, ge=1, le=100_000, description="Most records in one /predict/batch call."
     )
+    max_outcomes_per_request: int = Field(
+        default=10_000, ge=1, le=100_000, description="Most outcomes in one POST /outcomes call."
+    )
     max_body_bytes: int = Field(default=4_000_000, ge=1024, description="Largest request body.")
     cors_origins: list[str] = Field(default=[], description="Allowed origins; empty = closed.")
     model_version: str | None = Field(
@@ -189,6 +193,14 @@ class Settings(BaseSettings):
         default=1.0, gt=0.0, description="Prediction log flush period."
     )
     log_flush_rows: int = Field(default=500, ge=1, description="Flush as soon as this many wait.")
+    deployment: str = Field(
+        default="production",
+        min_length=1,
+        max_length=120,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+-]*$",
+        description="Name of this service's prediction log in the monitoring store; the monitor, "
+        "outcomes and the loop read and write that deployment's rows only.",
+    )
 
     # --- delivery (docs/orchestration_and_delivery.md) ------------------------------------
     # No defaults for the registry or the live endpoint: a delivery to a guessed account or
@@ -282,6 +294,31 @@ class Settings(BaseSettings):
     )
 
     # --- monitoring, policies and simulation (docs/monitoring_and_retraining.md) ----------
+    monitor_origin: datetime = Field(
+        default=datetime(2024, 1, 1, tzinfo=UTC),
+        description="Start of monitoring window 1 (ISO 8601); windows follow each other from "
+        "here. A replay's simulated clock starts here too.",
+    )
+    monitor_window_days: float = Field(
+        default=7.0,
+        gt=0.0,
+        le=366.0,
+        description="Length of a monitoring window, in days of encounter time (the requests' "
+        "discharge_time, else the time they were served).",
+    )
+    min_labelled_share: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        description="Share of a window's predictions with an outcome at which the window counts "
+        "as labelled: its label alarms reach the policy and its encounters can train and gate.",
+    )
+    performance_lookback_windows: int = Field(
+        default=12,
+        ge=1,
+        le=520,
+        description="How many windows back a monitor run looks for newly arrived outcomes.",
+    )
     scenarios_file: Path | None = Field(
         default=None,
         description="Drift scenario set (YAML) the simulation injects; default: the packaged "
@@ -298,7 +335,7 @@ class Settings(BaseSettings):
         default=1,
         ge=0,
         le=10,
-        description="Batches after scoring before a batch's readmission labels are known.",
+        description="In a replay: windows after a batch is served before its outcomes are sent.",
     )
     drift_features: int = Field(
         default=12,
@@ -365,6 +402,13 @@ class Settings(BaseSettings):
                 "initial_window_fraction + test_fraction must not exceed 1: the temporal test "
                 "window may never overlap the training window"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _origin_is_aware(self) -> Settings:
+        # A naive origin would be read as local time on one machine and UTC on another.
+        if self.monitor_origin.tzinfo is None:
+            self.monitor_origin = self.monitor_origin.replace(tzinfo=UTC)
         return self
 
     @model_validator(mode="after")

@@ -3,7 +3,8 @@
 The README's command runs the full budget; here the search is 4 trials (its time budget is
 only a ceiling, generous for a busy CI machine), the bootstrap 50 rounds, and the scheduled
 what-if retrains every third batch, so the job fits in a few minutes. Everything else is the
-real thing: data, search, registry, simulation, dashboard.
+real thing: data, search, registry, the service as its own process, outcomes, monitoring
+windows, dashboard.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ def test_main_job_runs_end_to_end(real_source: str, tmp_path: Path) -> None:
     for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
         assert step in output
     table = output[output.index("run default-drift") :]
-    for batch in range(1, 8):
-        assert f"batch_00{batch}" in table
-    assert "quarantined: batch_003" in table
+    for window in range(1, 8):
+        assert f"w00{window} (" in table
+    assert "quarantined: w003" in table
+    assert "replay: " in table and "requests/s" in table  # through the real service
     dashboard = Path(output.rsplit("dashboard: ", 1)[1].splitlines()[0].strip())
     assert dashboard.is_file() and dashboard.stat().st_size > 100_000
     pngs = list((tmp_path / "data" / "reports" / "simulation").glob("*.png"))

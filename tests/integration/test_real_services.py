@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -225,58 +224,79 @@ def test_mlflow_server_stopped_during_register(
     assert client.get_registered_model(model).aliases == {"champion": retried["version"]}
 
 
-def test_monitoring_dag_runs_a_batch_against_the_real_services(
+def test_monitoring_dag_runs_a_window_against_the_real_services(
     real_services: RealServices, trained_run: TrainedRun
 ) -> None:
-    """One batch through the monitoring DAG: store in PostgreSQL, registry on the MLflow server.
+    """One window through the monitoring DAG: store in PostgreSQL, registry on the MLflow server.
 
-    Labels arrive with the batch (delay 0) and the policy retrains every batch, so the run
-    also trains, registers (artifacts in S3) and gates a challenger through the server.
+    The window's traffic is logged as the service logs it, its outcomes arrive before it is
+    monitored, and the policy retrains on every labelled window, so the run also trains,
+    registers (artifacts in S3) and gates a challenger through the server.
     """
     from mlflow import MlflowClient
 
+    from healthpredict.data.pseudonym import load_or_create_salt
+    from healthpredict.loop import streams
+    from healthpredict.loop.models import DEPLOYMENT_TAG, RegistrySlot
+    from healthpredict.loop.traffic import InProcessTraffic
+    from healthpredict.loop.windows import WindowClock
+    from healthpredict.monitoring.store import make_engine
     from healthpredict.orchestration import training as steps
+    from healthpredict.settings import get_settings
 
-    model, run = "monitored-model", "none-scheduled-airflow"
+    model, deployment = "monitored-model", "pg-deployment"
     store_url = real_services.database_url("monitoring")
-    control = resources.files("healthpredict.monitoring") / "scenarios" / "control.yaml"
     env = {
         **trained_run.env,
         "HEALTHPREDICT_MODEL_NAME": model,
         "HEALTHPREDICT_MONITORING_DB_URL": store_url,
         "HEALTHPREDICT_POLICY": "scheduled",
-        "HEALTHPREDICT_LABEL_DELAY_BATCHES": "0",
-        "HEALTHPREDICT_SCENARIOS_FILE": str(control),
+        "HEALTHPREDICT_DEPLOYMENT": deployment,
     }
     with environment(env):
         champion = steps.register(trained_run.evaluated)["version"]
-        result = run_dag(dag_bag().dags["healthpredict_monitoring"], {"batch": 1})
+        settings = get_settings()
+        stream = streams.natural_stream(settings)
+        engine = make_engine(store_url)
+        traffic = InProcessTraffic(
+            settings, engine, deployment, RegistrySlot(settings), load_or_create_salt(settings)
+        )
+        window = WindowClock.from_settings(settings).window(1)
+        traffic.serve(streams.requests(stream.batches[0], window, stream.patient_numbers()), 500)
+        traffic.send_outcomes(streams.outcomes(stream.batches[0]), 10_000)
+        engine.dispose()
+        result = run_dag(dag_bag().dags["healthpredict_monitoring"], {"window": 1})
     assert result.state == "success", result.tasks
     assert result.tasks["retrain"] == result.tasks["gate"] == "success"
 
     engine = create_engine(store_url)
     with engine.connect() as connection:
-        batches = connection.execute(
-            text("SELECT batch, status, n_rows, model_version FROM simulation_batches "
-                 "WHERE run = :run"), {"run": run},
-        ).all()  # fmt: skip
+        windows = connection.execute(
+            text(
+                'SELECT "window", status, n_predictions, model_version FROM windows '
+                "WHERE deployment = :d"
+            ),
+            {"d": deployment},
+        ).all()
         logged = connection.execute(
-            text("SELECT count(*) FROM predictions WHERE request_id = :id"),
-            {"id": f"simulation:{run}:1"},
+            text("SELECT count(*) FROM predictions WHERE deployment = :d"), {"d": deployment}
         ).scalar_one()
         decision = connection.execute(
-            text("SELECT action, outcome, challenger_version, error FROM simulation_decisions "
-                 "WHERE run = :run AND step = 1"), {"run": run},
-        ).one()  # fmt: skip
+            text(
+                "SELECT action, outcome, challenger_version, error FROM decisions "
+                'WHERE deployment = :d AND "window" = 1'
+            ),
+            {"d": deployment},
+        ).one()
     engine.dispose()
-    ((batch, status, n_rows, scored_by),) = batches
-    assert (batch, status, scored_by) == (1, "completed", champion)
-    assert logged == n_rows > 0
+    ((number, status, n_predictions, served_by),) = windows
+    assert (number, status, served_by) == (1, "completed", champion)
+    assert logged == n_predictions == len(stream.batches[0])
     assert decision.action == "retrain" and decision.outcome in ("passed", "refused"), decision
     client = MlflowClient(tracking_uri=real_services.mlflow.url)
     challenger = client.get_model_version(model, decision.challenger_version)
     assert challenger.tags["gate_champion_version"] == champion
-    assert challenger.tags["simulation_step"] == "1"
+    assert challenger.tags[DEPLOYMENT_TAG].startswith(f"{deployment}@")
     # The gate decided; the alias is the delivery's to move.
     assert client.get_registered_model(model).aliases["champion"] == champion
 

@@ -51,7 +51,7 @@ def _operations(app: object) -> list[object]:
 def test_no_server_error_and_documented_answers(started_app: object) -> None:
     """Per operation, hypothesis drives schemathesis' generated cases through the app."""
     operations = _operations(started_app)
-    assert len(operations) == 7
+    assert len(operations) == 8
     for operation in operations:
 
         @given(case=operation.as_strategy())  # type: ignore[attr-defined]
@@ -74,6 +74,7 @@ def test_fuzz_scope_covers_every_operation(tmp_path: Path, champion: Champion) -
         "/ready",
         "/predict",
         "/predict/batch",
+        "/outcomes",
         "/model",
         "/metrics",
         "/admin/reload",

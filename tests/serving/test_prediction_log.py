@@ -141,10 +141,11 @@ def test_postgresql_store(champion: Champion, tmp_path: Path) -> None:
 
 
 def _logged(request_id: str, n: int) -> LoggedRequest:
-    records = contract_records(n, seed=1)
+    records, now = contract_records(n, seed=1), datetime.now(UTC)
     return LoggedRequest(
         request_id,
-        datetime.now(UTC),
+        now,
+        "production",
         "m",
         "1",
         records,
@@ -153,4 +154,5 @@ def _logged(request_id: str, n: int) -> LoggedRequest:
         [False] * n,
         [None] * n,
         [None] * n,
+        [now] * n,
     )

@@ -60,7 +60,7 @@ def open_raw(source: str, expected_sha256: str | None = None) -> RawExtract:
         DataSourceError: The source is unreachable, empty, corrupt or not the expected file.
     """
     location = UCI_URL if source == UCI_SOURCE else source
-    csv_bytes = _extract_csv(_read_bytes(location), location)
+    csv_bytes = _extract_csv(read_bytes(location), location)
     digest = hashlib.sha256(csv_bytes).hexdigest()
     if expected_sha256 and digest != expected_sha256.lower():
         raise DataSourceError(
@@ -74,7 +74,12 @@ def open_raw(source: str, expected_sha256: str | None = None) -> RawExtract:
     return RawExtract(frame=frame, source=location, sha256=digest)
 
 
-def _read_bytes(location: str) -> bytes:
+def read_bytes(location: str) -> bytes:
+    """The whole content at ``location``: a local path, ``file://``, ``s3://`` or ``http(s)://``.
+
+    Raises:
+        DataSourceError: Not found, unreachable or unreadable (the message names it).
+    """
     if location.startswith(("http://", "https://")):
         return _download(location)
     if "://" in location:

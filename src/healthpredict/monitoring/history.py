@@ -1,7 +1,8 @@
-"""What a simulation run left in the monitoring store, as tidy frames for reports and tables.
+"""What the loop recorded for a deployment (or a replay), as tidy frames for reports and tables.
 
-:func:`healthpredict.monitoring.store.read_history` builds these from the store; the report
-and the dashboard read nothing else, so they can be tested on hand-made histories.
+:func:`read_history` builds these from the monitoring windows in the store, one row per
+window (a replay's window ``n`` is its batch ``n``); the report and the dashboard read nothing
+else, so they can be tested on hand-made histories.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from dataclasses import dataclass
 import pandas as pd
 from sqlalchemy import Engine, select
 
-from healthpredict.monitoring import store
+from healthpredict.errors import HealthPredictError
+from healthpredict.monitoring import tables
 
 # Columns of RunHistory.batches, one row per production batch (in order):
 BATCH_COLUMNS = (
-    "batch",  # int, 1-based position in the stream
-    "batch_name",  # str, e.g. "batch_003"
+    "batch",  # int, the window's number (1-based from the origin)
+    "batch_name",  # str, e.g. "w003 (2024-01-15)"
     "status",  # "completed" | "quarantined"
     "n_rows",  # int
     "scenarios",  # str, comma-separated names of injected scenarios active in the batch ("")
@@ -79,51 +81,52 @@ class RunHistory:
         return int((self.batches["outcome"] == "promoted").sum())
 
 
-class RunNotFoundError(LookupError):
-    """The monitoring store has no simulation run of that name (or none at all)."""
+class RunNotFoundError(HealthPredictError, LookupError):
+    """The monitoring store has no monitored deployment of that name (or none at all)."""
 
 
 def list_runs(engine: Engine) -> list[str]:
-    """Names of the simulation runs in the store, oldest first."""
-    runs = store.simulation_runs
-    with engine.begin() as connection:
-        return list(connection.execute(select(runs.c.run).order_by(runs.c.created_at)).scalars())
+    """Names of the monitored deployments (replays included) in the store, oldest first."""
+    runs = tables.loop_runs
+    with engine.connect() as connection:
+        query = select(runs.c.deployment).order_by(runs.c.created_at)
+        return list(connection.execute(query).scalars())
 
 
 def read_history(engine: Engine, run: str) -> RunHistory:
-    """Everything recorded for ``run``, one row per batch.
+    """Everything recorded for deployment ``run``, one row per monitored window.
 
     Raises:
-        RunNotFoundError: No such run in the store.
+        RunNotFoundError: No such deployment in the store.
     """
-    with engine.begin() as connection:
+    with engine.connect() as connection:
         header = (
-            connection.execute(
-                select(store.simulation_runs).where(store.simulation_runs.c.run == run)
-            )
+            connection.execute(select(tables.loop_runs).where(tables.loop_runs.c.deployment == run))
             .mappings()
             .first()
         )
         if header is None:
-            raise RunNotFoundError(f"no simulation run {run!r} in the monitoring store")
+            raise RunNotFoundError(f"no monitored deployment or replay {run!r} in the store")
         frames = {
-            table.name: pd.read_sql(select(table).where(table.c.run == run), connection)
+            table.name: pd.read_sql(select(table).where(table.c.deployment == run), connection)
             for table in (
-                store.simulation_batches,
-                store.batch_performance,
-                store.simulation_decisions,
-                store.feature_drift,
+                tables.windows,
+                tables.window_versions,
+                tables.window_performance,
+                tables.decisions,
+                tables.feature_drift,
             )
         }
     policy = header["policy_config"]
+    served = _served_rows(frames)
     return RunHistory(
         name=run,
         policy=str(policy.get("kind", header["policy"])),
         policy_text=describe_policy_config(header["policy"], policy),
         scenario_set=header["scenario_set"],
-        batches=_batch_frame(frames),
-        feature_drift=_feature_frame(frames["feature_drift"]),
-        prediction_quantiles=_quantile_frame(frames["simulation_batches"]),
+        batches=_batch_frame(frames, served),
+        feature_drift=_feature_frame(frames["feature_drift"], frames["windows"]),
+        prediction_quantiles=_quantile_frame(served),
         reference_auc=float(header["reference_auc"] or float("nan")),
         stream=header["stream"],
     )
@@ -137,41 +140,70 @@ def describe_policy_config(name: str, config: dict[str, object]) -> str:
     return f"{name}: {describe(policy)}"
 
 
-def _batch_frame(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    batches = frames["simulation_batches"].sort_values("batch")
-    performance = frames["batch_performance"].set_index("batch")
-    decisions = frames["simulation_decisions"].set_index("step")
-    out = pd.DataFrame({"batch": batches["batch"].to_numpy()})
-    for column in ("batch_name", "status", "n_rows", "scenarios", "model_version",
-                   "drift_share", "n_drifted", "dataset_drift", "prediction_drift",
-                   "prediction_drift_detected", "estimated_auc", "quarantine_reason"):  # fmt: skip
-        out[column] = batches[column].to_numpy()
-    realised = performance.reindex(out["batch"])
-    out["realised_auc"] = realised["roc_auc"].to_numpy(dtype=float)
-    out["realised_auc_low"] = realised["roc_auc_low"].to_numpy(dtype=float)
-    out["realised_auc_high"] = realised["roc_auc_high"].to_numpy(dtype=float)
-    label_alarms = [a if isinstance(a, list) else [] for a in realised["alarms"]]
-    all_alarms = [
-        list(free or []) + late for free, late in zip(batches["alarms"], label_alarms, strict=True)
+_MONITOR_COLUMNS = (
+    "drift_share",
+    "n_drifted",
+    "dataset_drift",
+    "prediction_drift",
+    "prediction_drift_detected",
+    "estimated_auc",
+)
+
+
+def _served_rows(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per window, the monitors of the version that served most of it."""
+    primary = frames["windows"][["window", "model_version"]]
+    return frames["window_versions"].merge(primary, on=["window", "model_version"])
+
+
+def _batch_frame(frames: dict[str, pd.DataFrame], served: pd.DataFrame) -> pd.DataFrame:
+    windows = frames["windows"].sort_values("window").reset_index(drop=True)
+    monitors = served.set_index("window").reindex(windows["window"])
+    performance = _performance_by_window(frames["window_performance"], windows)
+    decisions = frames["decisions"].set_index("window").reindex(windows["window"])
+    out = pd.DataFrame({"batch": windows["window"].to_numpy()})
+    out["batch_name"] = [
+        f"w{n:03d} ({pd.Timestamp(start):%Y-%m-%d})"
+        for n, start in zip(windows["window"], windows["window_start"], strict=True)
     ]
-    out["alarm"] = [bool(a) for a in all_alarms]
-    out["alarm_reasons"] = ["; ".join(a) for a in all_alarms]
-    step = decisions.reindex(out["batch"])
-    out["decision"] = step["action"].fillna("none").to_numpy()
-    out["outcome"] = step["outcome"].fillna("").to_numpy()
-    out["new_version"] = step["challenger_version"].to_numpy()
+    out["status"] = windows["status"].to_numpy()
+    out["n_rows"] = (windows["n_predictions"] + windows["n_rejected"]).to_numpy()
+    for column in ("scenarios", "model_version", "quarantine_reason"):
+        out[column] = windows[column].to_numpy()
+    for column in _MONITOR_COLUMNS:
+        out[column] = monitors[column].to_numpy()
+    out["realised_auc"] = performance["roc_auc"].to_numpy(dtype=float)
+    out["realised_auc_low"] = performance["roc_auc_low"].to_numpy(dtype=float)
+    out["realised_auc_high"] = performance["roc_auc_high"].to_numpy(dtype=float)
+    late = [a if isinstance(a, list) else [] for a in performance["alarms"]]
+    alarms = [list(free or []) + extra for free, extra in zip(windows["alarms"], late, strict=True)]
+    out["alarm"] = [bool(a) for a in alarms]
+    out["alarm_reasons"] = ["; ".join(a) for a in alarms]
+    out["decision"] = decisions["action"].fillna("none").to_numpy()
+    out["outcome"] = decisions["outcome"].fillna("").to_numpy()
+    out["new_version"] = decisions["challenger_version"].to_numpy()
     return out.loc[:, list(BATCH_COLUMNS)].reset_index(drop=True)
 
 
-def _feature_frame(features: pd.DataFrame) -> pd.DataFrame:
+def _performance_by_window(performance: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
+    """Per window, the realised performance of the version that served most of it."""
+    primary = windows[["window", "model_version"]]
+    chosen = performance.merge(primary, on=["window", "model_version"])
+    columns = ["roc_auc", "roc_auc_low", "roc_auc_high", "alarms"]
+    return chosen.set_index("window").reindex(windows["window"]).loc[:, columns]
+
+
+def _feature_frame(features: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
     columns = ["batch", "feature", "statistic", "threshold", "drifted"]
-    return features.loc[:, columns].sort_values(["batch", "feature"]).reset_index(drop=True)
+    primary = features.merge(windows[["window", "model_version"]], on=["window", "model_version"])
+    frame = primary.rename(columns={"window": "batch"}).loc[:, columns]
+    return frame.sort_values(["batch", "feature"]).reset_index(drop=True)
 
 
-def _quantile_frame(batches: pd.DataFrame) -> pd.DataFrame:
+def _quantile_frame(served: pd.DataFrame) -> pd.DataFrame:
     rows = [
-        {"batch": batch, **quantiles}
-        for batch, quantiles in zip(batches["batch"], batches["risk_quantiles"], strict=True)
+        {"batch": number, **quantiles}
+        for number, quantiles in zip(served["window"], served["risk_quantiles"], strict=True)
         if isinstance(quantiles, dict)
     ]
     columns = ["batch", "q05", "q25", "q50", "q75", "q95", "mean"]

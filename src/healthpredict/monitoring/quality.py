@@ -92,3 +92,16 @@ def _violations(values: pd.Series, spec: ColumnSpec) -> np.ndarray:
     if spec.nullable:
         return ~(ok | missing)
     return ~ok | missing
+
+
+def record_violations(batch: pd.DataFrame) -> dict[int, list[str]]:
+    """The fields each contract-breaking row of ``batch`` breaks, by row position."""
+    found: dict[int, list[str]] = {}
+    for spec in FEATURE_SPECS:
+        if spec.name not in batch.columns:
+            for row in range(len(batch)):
+                found.setdefault(row, []).append(spec.name)
+            continue
+        for position in np.flatnonzero(_violations(batch[spec.name], spec)).tolist():
+            found.setdefault(position, []).append(spec.name)
+    return found

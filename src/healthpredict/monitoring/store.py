@@ -1,9 +1,8 @@
-"""The monitoring store: every served prediction, in SQLite by default or PostgreSQL by URL.
+"""The monitoring store: SQLite by default or PostgreSQL by URL, and the service's log writer.
 
-Tables live on one SQLAlchemy ``MetaData`` (:data:`metadata`), so later monitoring results
-(drift, performance) are added beside ``predictions`` and created by the same
-:func:`create_schema`. The service never writes on the request path: it hands rows to a
-:class:`PredictionLogWriter`, whose thread inserts them in batches.
+The schema is in :mod:`healthpredict.monitoring.tables`. The service never writes on the
+request path: it hands each request's rows (records served, or records refused by validation)
+to a :class:`PredictionLogWriter`, whose thread inserts them in batches.
 """
 
 from __future__ import annotations
@@ -13,169 +12,41 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Column,
-    DateTime,
-    Engine,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    create_engine,
-    event,
-    insert,
-)
+from sqlalchemy import Engine, Table, create_engine, event, insert
+from sqlalchemy.exc import OperationalError
+
+from healthpredict.errors import HealthPredictError
+from healthpredict.monitoring.tables import create_schema, predictions, rejected_records
 
 logger = logging.getLogger(__name__)
-metadata = MetaData()
-
-predictions = Table(
-    "predictions",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("request_id", String(64), nullable=False, index=True),
-    Column("position", Integer, nullable=False, doc="row index within the request"),
-    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
-    Column("model_name", String(200), nullable=False),
-    Column("model_version", String(32), nullable=False, index=True),
-    Column("probability", Float, nullable=False),
-    Column("risk_band", String(32), nullable=False),
-    Column("decision", Boolean, nullable=False),
-    Column("features", JSON, nullable=False, doc="the contract feature fields as received"),
-    Column("patient_key", String(64), nullable=True, index=True, doc="salted hash of patient_nbr"),
-    Column("encounter_key", String(64), nullable=True, doc="salted hash of encounter_id"),
-)
 
 
-# --- simulation runs: one row per run, per batch, per monitored feature, per decision ---------
-# Every per-batch row is keyed by (run, batch), so re-running a batch replaces its rows in one
-# transaction instead of adding to them (see healthpredict.pipelines.simulation_rows).
-simulation_runs = Table(
-    "simulation_runs",
-    metadata,
-    Column("run", String(120), primary_key=True),
-    Column("policy", String(60), nullable=False),
-    Column("policy_config", JSON, nullable=False),
-    Column("scenario_set", String(80), nullable=False),
-    Column("scenarios", JSON, nullable=False),
-    Column("stream", String(20), nullable=False, doc="natural | exchangeable"),
-    Column("slot", String(20), nullable=False, doc="registry | folder: where versions live"),
-    Column("initial_version", String(32), nullable=False),
-    Column("reference_auc", Float, nullable=True),
-    Column("fingerprint", String(64), nullable=False, doc="hash of everything that shapes it"),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
+class StoreUnavailableError(HealthPredictError):
+    """The monitoring store cannot be reached or refused the operation; nothing was written."""
 
-simulation_batches = Table(
-    "simulation_batches",
-    metadata,
-    Column("run", String(120), primary_key=True),
-    Column("batch", Integer, primary_key=True),
-    Column("batch_name", String(40), nullable=False),
-    Column("status", String(20), nullable=False, doc="completed | quarantined"),
-    Column("n_rows", Integer, nullable=False),
-    Column("n_set_aside", Integer, nullable=False),
-    Column("scenarios", String(400), nullable=False),
-    Column("model_version", String(32), nullable=True, doc="version that scored the batch"),
-    Column("champion_after", String(32), nullable=False, doc="version serving after this step"),
-    Column("quarantine_reason", String(2000), nullable=True),
-    Column("drift_share", Float, nullable=True),
-    Column("n_drifted", Integer, nullable=True),
-    Column("dataset_drift", Boolean, nullable=True),
-    Column("prediction_drift", Float, nullable=True),
-    Column("prediction_drift_detected", Boolean, nullable=True),
-    Column("estimated_auc", Float, nullable=True),
-    Column("risk_quantiles", JSON, nullable=True, doc="q05 q25 q50 q75 q95 mean"),
-    Column("alarms", JSON, nullable=False, doc="label-free alarms raised on this batch"),
-    Column("report_path", String(500), nullable=True),
-    Column("monitor_seconds", Float, nullable=True),
-    Column("finished_at", DateTime(timezone=True), nullable=False),
-)
 
-feature_drift = Table(
-    "feature_drift",
-    metadata,
-    Column("run", String(120), primary_key=True),
-    Column("batch", Integer, primary_key=True),
-    Column("feature", String(80), primary_key=True),
-    Column("statistic", Float, nullable=False),
-    Column("threshold", Float, nullable=False),
-    Column("drifted", Boolean, nullable=False),
-    Column("weight", Float, nullable=False),
-)
+@contextmanager
+def store_errors(url: str) -> Iterator[None]:
+    """Turn a database that cannot be reached into one line naming it (password masked)."""
+    try:
+        yield
+    except OperationalError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        raise StoreUnavailableError(
+            f"the monitoring store {mask_url(_without_query(url))} cannot be reached: "
+            f"{mask_url(reason)[:300]}"
+        ) from error
 
-batch_performance = Table(
-    "batch_performance",
-    metadata,
-    Column("run", String(120), primary_key=True),
-    Column("batch", Integer, primary_key=True),
-    Column("known_at_step", Integer, nullable=False, doc="step at which the labels arrived"),
-    Column("model_version", String(32), nullable=False),
-    Column("roc_auc", Float, nullable=True),
-    Column("roc_auc_low", Float, nullable=True),
-    Column("roc_auc_high", Float, nullable=True),
-    Column("estimated_auc", Float, nullable=False),
-    Column("shortfall_low", Float, nullable=True),
-    Column("shortfall_high", Float, nullable=True),
-    Column("ece", Float, nullable=False),
-    Column("observed_rate", Float, nullable=False),
-    Column("predicted_rate", Float, nullable=False),
-    Column("calibration_gap_low", Float, nullable=False),
-    Column("calibration_gap_high", Float, nullable=False),
-    Column("alarms", JSON, nullable=False, doc="label-based alarms about this batch"),
-)
 
-simulation_decisions = Table(
-    "simulation_decisions",
-    metadata,
-    Column("run", String(120), primary_key=True),
-    Column("step", Integer, primary_key=True),
-    Column("labelled_batch", Integer, nullable=True, doc="batch whose labels arrived"),
-    Column("action", String(20), nullable=False, doc="none | retrain | cooldown"),
-    Column("reasons", JSON, nullable=False),
-    Column("outcome", String(20), nullable=False, doc="'' | promoted | passed | refused | failed"),
-    Column("champion_version", String(32), nullable=False),
-    Column("challenger_version", String(32), nullable=True),
-    Column("gate", JSON, nullable=True),
-    Column("error", String(2000), nullable=True),
-    Column("decided_at", DateTime(timezone=True), nullable=False),
-)
-
-simulation_models = Table(
-    "simulation_models",
-    metadata,
-    Column("run", String(120), primary_key=True),
-    Column("version", String(32), primary_key=True),
-    Column("trained_at_step", Integer, nullable=False, doc="0 = the initial champion"),
-    Column("training_rows", Integer, nullable=False),
-    Column("training_batches", String(400), nullable=False),
-    Column("baseline_estimated_auc", Float, nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-
-scenario_injections = Table(
-    "scenario_injections",
-    metadata,
-    Column("run", String(120), primary_key=True),
-    Column("batch", Integer, primary_key=True),
-    Column("scenario", String(80), primary_key=True),
-    Column("kind", String(40), nullable=False),
-    Column("rows_changed", Integer, nullable=False),
-    Column("labels_changed", Integer, nullable=False),
-    Column("prevalence_before", Float, nullable=False),
-    Column("prevalence_after", Float, nullable=False),
-    Column("detail", String(1000), nullable=False),
-)
+def _without_query(url: str) -> str:
+    return url.split("?", 1)[0]
 
 
 def mask_url(text: str) -> str:
@@ -201,17 +72,13 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_schema(engine: Engine) -> None:
-    """Create every monitoring table that does not exist yet."""
-    metadata.create_all(engine)
-
-
 @dataclass(frozen=True)
 class LoggedRequest:
     """One request's predictions, as handed to the writer (rows are built off the hot path)."""
 
     request_id: str
     created_at: datetime
+    deployment: str
     model_name: str
     model_version: str
     records: Sequence[dict[str, Any]]
@@ -220,14 +87,22 @@ class LoggedRequest:
     decisions: Sequence[bool]
     patient_keys: Sequence[str | None]
     encounter_keys: Sequence[str | None]
+    occurred_at: Sequence[datetime]
+
+    table: ClassVar[Table] = predictions
+
+    def __len__(self) -> int:
+        return len(self.records)
 
     def rows(self) -> list[dict[str, Any]]:
         """One ``predictions`` row per record."""
         return [
             {
+                "deployment": self.deployment,
                 "request_id": self.request_id,
                 "position": i,
                 "created_at": self.created_at,
+                "occurred_at": self.occurred_at[i],
                 "model_name": self.model_name,
                 "model_version": self.model_version,
                 "probability": float(self.probabilities[i]),
@@ -239,6 +114,43 @@ class LoggedRequest:
             }
             for i in range(len(self.records))
         ]
+
+
+@dataclass(frozen=True)
+class RejectedRequest:
+    """The records of one request that validation refused: where they were and which fields
+    broke the contract (never the values: they may be anything, identifiers included)."""
+
+    request_id: str
+    created_at: datetime
+    deployment: str
+    positions: Sequence[int]
+    fields: Sequence[Sequence[str]]
+    occurred_at: Sequence[datetime]
+
+    table: ClassVar[Table] = rejected_records
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One ``rejected_records`` row per refused record."""
+        return [
+            {
+                "deployment": self.deployment,
+                "request_id": self.request_id,
+                "position": position,
+                "created_at": self.created_at,
+                "occurred_at": occurred,
+                "fields": list(fields),
+            }
+            for position, fields, occurred in zip(
+                self.positions, self.fields, self.occurred_at, strict=True
+            )
+        ]
+
+
+LogEntry = LoggedRequest | RejectedRequest
 
 
 @dataclass
@@ -267,7 +179,7 @@ class PredictionLogWriter:
         self.flush_seconds = flush_seconds
         self.flush_rows = flush_rows
         self.stats = WriterStats()
-        self._queue: queue.Queue[LoggedRequest | None] = queue.Queue(maxsize=capacity)
+        self._queue: queue.Queue[LogEntry | None] = queue.Queue(maxsize=capacity)
         self._thread: threading.Thread | None = None
         self._schema_ready = False
 
@@ -276,13 +188,13 @@ class PredictionLogWriter:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def submit(self, request: LoggedRequest) -> None:
+    def submit(self, entry: LogEntry) -> None:
         """Queue one request's rows for writing (never blocks)."""
         try:
-            self._queue.put_nowait(request)
+            self._queue.put_nowait(entry)
         except queue.Full:
             with self.stats.lock:
-                self.stats.dropped += len(request.records)
+                self.stats.dropped += len(entry)
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop the thread."""
@@ -306,9 +218,9 @@ class PredictionLogWriter:
             for _ in range(len(batch) + (1 if stopping else 0)):
                 self._queue.task_done()
 
-    def _collect(self) -> tuple[list[LoggedRequest], bool]:
+    def _collect(self) -> tuple[list[LogEntry], bool]:
         """Wait for a first request, then gather more until the batch is full or time is up."""
-        batch: list[LoggedRequest] = []
+        batch: list[LogEntry] = []
         rows = 0
         deadline: float | None = None  # block until there is something to write
         while rows < self.flush_rows:
@@ -320,24 +232,28 @@ class PredictionLogWriter:
             if item is None:
                 return batch, True
             batch.append(item)
-            rows += len(item.records)
+            rows += len(item)
             deadline = deadline or time.monotonic() + self.flush_seconds
         return batch, False
 
-    def _write(self, batch: list[LoggedRequest]) -> None:
-        rows = [row for request in batch for row in request.rows()]
+    def _write(self, batch: list[LogEntry]) -> None:
+        by_table: dict[Table, list[dict[str, Any]]] = {}
+        for entry in batch:
+            by_table.setdefault(entry.table, []).extend(entry.rows())
+        n_rows = sum(len(rows) for rows in by_table.values())
         try:
             if not self._schema_ready:  # here, not at start: a database down at start-up heals
                 create_schema(self.engine)
                 self._schema_ready = True
             with self.engine.begin() as connection:
-                connection.execute(insert(predictions), rows)
+                for table, rows in by_table.items():
+                    connection.execute(insert(table), rows)
         except Exception as error:  # any database failure: count, log, keep serving
             message = mask_url(f"{type(error).__name__}: {error}")[:500]
-            logger.error("prediction log write of %d rows failed: %s", len(rows), message)
+            logger.error("prediction log write of %d rows failed: %s", n_rows, message)
             with self.stats.lock:
-                self.stats.failed += len(rows)
+                self.stats.failed += n_rows
                 self.stats.last_error = message
             return
         with self.stats.lock:
-            self.stats.written += len(rows)
+            self.stats.written += n_rows

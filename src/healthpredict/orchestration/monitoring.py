@@ -1,16 +1,18 @@
-"""Task functions of the monitoring DAG: one production batch per run, one loop phase per task.
+"""Task functions of the monitoring DAG: one monitoring window per run, one loop phase per task.
 
-The DAG runs the simulation loop's step (:mod:`healthpredict.pipelines.simulate`) for one
-batch, phase by phase: score -> monitor -> decide -> (retrain -> gate) -> commit. The step's
-pending record in the run folder carries the work from task to task, so XCom only carries the
-run name, the policy, the batch number and a short summary; each task can be retried on its
-own and a committed batch run again changes nothing. The loop runs ``orchestrated``: the gate
-records its verdict but moves no alias, the delivery DAG rolls the challenger out and only then
-makes it champion, and the next batch adopts it.
+The DAG monitors the deployment's own prediction log, window by window: monitor -> decide ->
+(retrain -> gate) -> commit, the phases of :mod:`healthpredict.loop.runner`. The window's
+pending record in the monitoring store carries the work from task to task (workers share the
+store, not a folder), so XCom only carries the deployment, the policy, the window and a short
+summary; each task can be retried on its own and a committed window run again changes
+nothing. The loop does not own the champion role here: the gate records its verdict, the
+delivery DAG rolls the challenger out and only then makes it champion, and the next window is
+served (and monitored) by it.
 
-Which batch a run handles: the ``batch`` param, or else the run's logical date, the n-th
-schedule interval (:data:`BATCH_INTERVAL`) after ``first_batch_date`` being batch n. Batches
-run in order: a batch whose predecessor is not committed fails with that message.
+Which window a run handles: the ``window`` param, or else the window containing the run's
+logical date (windows of ``HEALTHPREDICT_MONITOR_WINDOW_DAYS`` from
+``HEALTHPREDICT_MONITOR_ORIGIN``; the DAG's schedule is the same length, so each scheduled run
+handles the window that has just closed).
 """
 
 from __future__ import annotations
@@ -18,87 +20,58 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from healthpredict.orchestration import policy
 from healthpredict.orchestration.tracking import registry_errors
-from healthpredict.settings import Settings, get_settings
+from healthpredict.settings import get_settings
 
 if TYPE_CHECKING:
-    from healthpredict.pipelines.simulate import Simulation
-    from healthpredict.pipelines.simulation_pending import PendingStep
+    from healthpredict.loop.context import LoopContext
+    from healthpredict.loop.pending import PendingWindow, Phase
 
-# One production batch per week; the DAG's first interval is batch 1 unless a run says otherwise.
-BATCH_INTERVAL = timedelta(days=7)
-FIRST_BATCH_DATE = policy.START_DATE
 RETRAIN_TASK = "retrain"
-RUN_SUFFIX = "-airflow"
 
 
-class BatchError(ValueError):
-    """The run names no batch, or a date before the first batch."""
-
-
-def batch_for(logical_date: datetime, first_batch_date: datetime) -> int:
-    """The batch of a logical date: 1 in the first :data:`BATCH_INTERVAL`, n in the n-th."""
-    offset = _utc(logical_date) - _utc(first_batch_date)
-    if offset < timedelta(0):
-        raise BatchError(
-            f"logical date {logical_date:%Y-%m-%d %H:%M} is before the first batch "
-            f"({first_batch_date:%Y-%m-%d %H:%M})"
-        )
-    return offset // BATCH_INTERVAL + 1
+class WindowParamError(ValueError):
+    """The run names no window and has no logical date."""
 
 
 def locate(params: dict[str, Any], logical_date: datetime | None) -> dict[str, Any]:
-    """The run name, policy and batch of a DAG run, from its params and logical date.
+    """The deployment, policy and window of a DAG run, from its params and logical date.
 
     Raises:
-        BatchError: No ``batch`` param and no logical date, or a date before the first batch.
+        WindowParamError: No ``window`` param and no logical date.
+        WindowError: A logical date before the first window.
     """
+    from healthpredict.loop.windows import WindowClock
+
     settings = get_settings()
-    batch = params.get("batch")
-    if not batch:
+    number = params.get("window")
+    if not number:
         if logical_date is None:
-            raise BatchError("the run has no logical date: give the batch as the `batch` param")
-        first = params.get("first_batch_date") or FIRST_BATCH_DATE.isoformat()
-        batch = batch_for(logical_date, datetime.fromisoformat(first))
-    policy_name = params.get("policy") or settings.policy
-    run = params.get("run_name") or default_run(settings, policy_name)
-    return {"run": run, "policy": policy_name, "batch": int(batch)}
+            raise WindowParamError("the run has no logical date: give the `window` param")
+        number = WindowClock.from_settings(settings).containing(_utc(logical_date)).number
+    return {
+        "deployment": params.get("deployment") or settings.deployment,
+        "policy": params.get("policy") or settings.policy,
+        "window": int(number),
+    }
 
 
-def default_run(settings: Settings, policy_name: str) -> str:
-    """``<scenario set>-<policy>-airflow``: apart from the runs of ``healthpredict simulate``."""
-    from healthpredict.monitoring.scenarios import load_scenarios
-    from healthpredict.pipelines.simulate import default_run_name
-
-    scenarios = load_scenarios(settings.scenarios_file)
-    return default_run_name(scenarios.name, policy_name, "natural", False) + RUN_SUFFIX
-
-
-def score(params: dict[str, Any], logical_date: datetime | None) -> dict[str, Any]:
-    """Task: score the run's batch with the champion (a committed batch is left as it is)."""
-    where = locate(params, logical_date)
-    with _simulation(where) as simulation:
-        return _described(where, simulation.score_pending(where["batch"]))
-
-
-def monitor(scored: dict[str, Any]) -> dict[str, Any]:
-    """Task: data and prediction drift, the label-free estimate and alarms."""
-    with _simulation(scored) as simulation:
-        return _described(scored, simulation.monitor_pending(scored["batch"]))
+def monitor(params: dict[str, Any] | None, logical_date: datetime | None) -> dict[str, Any]:
+    """Task: the window's quality, drift, estimate and realised performance."""
+    where = locate(params or {}, logical_date)
+    return _phase(where, "monitored")
 
 
 def decide(monitored: dict[str, Any]) -> dict[str, Any]:
-    """Task: the labels that arrived with this batch, and the policy's decision."""
-    with _simulation(monitored) as simulation:
-        return _described(monitored, simulation.decide_pending(monitored["batch"]))
+    """Task: the policy's decision on the newly labelled window."""
+    return _phase(monitored, "decided")
 
 
 def branch(decided: dict[str, Any]) -> str | None:
-    """Task (branch): retrain when the policy says so and the batch is not committed yet;
+    """Task (branch): retrain when the policy says so and the window is not committed yet;
     None skips retrain and gate."""
     if decided["action"] == "retrain" and decided["phase"] != "committed":
         return RETRAIN_TASK
@@ -107,20 +80,17 @@ def branch(decided: dict[str, Any]) -> str | None:
 
 def retrain(decided: dict[str, Any]) -> dict[str, Any]:
     """Task: train and register the challenger (or find the one an earlier attempt made)."""
-    with _simulation(decided) as simulation:
-        return _described(decided, simulation.retrain_pending(decided["batch"]))
+    return _phase(decided, "retrained")
 
 
 def gate(retrained: dict[str, Any]) -> dict[str, Any]:
     """Task: gate the challenger; record the verdict, never move the alias."""
-    with _simulation(retrained) as simulation:
-        return _described(retrained, simulation.gate_pending(retrained["batch"], promote=False))
+    return _phase(retrained, "gated")
 
 
 def commit(decided: dict[str, Any]) -> dict[str, Any]:
-    """Task: write the batch's rows to the monitoring store in one transaction."""
-    with _simulation(decided) as simulation:
-        return _described(decided, simulation.commit_pending(decided["batch"]))
+    """Task: write the window's rows to the monitoring store in one transaction."""
+    return _phase(decided, "committed")
 
 
 def delivery_request(committed: dict[str, Any]) -> dict[str, Any] | None:
@@ -130,28 +100,35 @@ def delivery_request(committed: dict[str, Any]) -> dict[str, Any] | None:
     return {"model_version": committed["challenger"]}
 
 
+def _phase(where: dict[str, Any], phase: Phase) -> dict[str, Any]:
+    from healthpredict.loop.runner import run_phase
+    from healthpredict.monitoring.store import store_errors
+
+    settings = get_settings()
+    with _context(where) as context, store_errors(settings.monitoring_url):
+        return _described(where, run_phase(context, where["window"], phase, promote=False))
+
+
 @contextmanager
-def _simulation(where: dict[str, Any]) -> Iterator[Simulation]:
-    """The run's loop, orchestrated, on the configured monitoring store and registry."""
-    from healthpredict.monitoring import store
-    from healthpredict.pipelines.simulate import Simulation, build_plan
+def _context(where: dict[str, Any]) -> Iterator[LoopContext]:
+    """The deployment's loop, on the configured store and registry; the alias is left alone."""
+    from healthpredict.loop.live import live_context
 
     settings = get_settings()
     with registry_errors(settings):
-        plan = build_plan(settings, where["policy"], where["run"], "natural")
-        engine = store.make_engine(settings.monitoring_url)
+        context = live_context(settings, where["policy"], where["deployment"], owns_champion=False)
         try:
-            yield Simulation(settings, plan, engine, orchestrated=True)
+            yield context
         finally:
-            engine.dispose()
+            context.engine.dispose()
 
 
-def _described(where: dict[str, Any], pending: PendingStep) -> dict[str, Any]:
-    run, batch = where["run"], where["batch"]
-    # Names what this batch asks of other DAGs (one delivery per run and batch).
-    key = re.sub(r"[^A-Za-z0-9_.~:+-]", "_", run) + f"__batch_{batch:03d}"
-    return {"run": run, "policy": where["policy"], "batch": batch, "key": key,
-            **pending.summary()}  # fmt: skip
+def _described(where: dict[str, Any], pending: PendingWindow) -> dict[str, Any]:
+    deployment, number = where["deployment"], where["window"]
+    # Names what this window asks of other DAGs (one delivery per deployment and window).
+    key = re.sub(r"[^A-Za-z0-9_.~:+-]", "_", deployment) + f"__window_{number:03d}"
+    summary = {"deployment": deployment, "policy": where["policy"], "window": number, "key": key}
+    return {**summary, **pending.summary()}
 
 
 def _utc(moment: datetime) -> datetime:

@@ -94,13 +94,14 @@ def train(searched: dict[str, Any]) -> dict[str, Any]:
     """Task: fit the pipeline with the selected parameters and log it; return its run and URI."""
     import mlflow
 
-    from healthpredict.data.timeline import INITIAL_WINDOW
+    from healthpredict.data.timeline import INITIAL_WINDOW, load_manifest
     from healthpredict.modeling.registry import configure_tracking, log_pipeline
     from healthpredict.modeling.train import ModelKind, features_of, fit_model
     from healthpredict.pipelines.train_and_register import (
         INPUT_EXAMPLE_ROWS,
         PARAMS_ARTIFACT,
         flat_params,
+        log_monitoring_profile,
         training_window_tag,
     )
 
@@ -130,6 +131,8 @@ def train(searched: dict[str, Any]) -> dict[str, Any]:
             mlflow.log_dict(params, PARAMS_ARTIFACT)  # typed, for a later retrain to reuse
             model = fit_model(ModelKind.LIGHTGBM, window, params, settings.cv_folds, settings.seed)
             mlflow.log_metrics({"fit_seconds": model.fit_seconds, "n_train": len(window)})
+            manifest = load_manifest(settings.prepared_dir)
+            log_monitoring_profile(model.pipeline, window, manifest, settings)
             model_uri = log_pipeline(model.pipeline, features_of(window).head(INPUT_EXAMPLE_ROWS))
             mlflow.set_tag("model_uri", model_uri)
     return _trained(run.info.run_id, model_uri, data_hash, False)

@@ -42,7 +42,9 @@ def write_report(settings: Settings, main_run: str | None = None) -> WrittenRepo
         store.create_schema(engine)
         names = list_runs(engine)
         if not names:
-            raise RunNotFoundError("no simulation run yet: run `healthpredict simulate` first")
+            raise RunNotFoundError(
+                "nothing monitored yet: run `healthpredict simulate` or `healthpredict monitor`"
+            )
         main = read_history(engine, main_run or names[-1])
         runs = [main, *_comparable(engine, names, main)]
     finally:

@@ -12,6 +12,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from sklearn.pipeline import Pipeline
 
 from healthpredict.data.prepare import TARGET
 from healthpredict.data.pseudonym import PATIENT_KEY, SEQUENCE
@@ -90,6 +91,7 @@ def train_and_register(
         mlflow.log_metrics({**report.flat_metrics(), "fit_seconds": model.fit_seconds})
         baseline_report, baseline_scores = _train_baseline(train, test, params, settings)
         _log_figures(model, test[TARGET].to_numpy(), scores, baseline_scores, report)
+        log_monitoring_profile(model.pipeline, train, manifest, settings)
         model_uri = log_pipeline(model.pipeline, features_of(train).head(INPUT_EXAMPLE_ROWS))
         version_tags = {**context, "model_kind": ModelKind.LIGHTGBM.value}
         registered = register(model_uri, run.info.run_id, settings, report, version_tags)
@@ -102,6 +104,20 @@ def train_and_register(
         manifest.data_hash,
         window,
     )
+
+
+def log_monitoring_profile(
+    pipeline: Pipeline, train: pd.DataFrame, manifest: Manifest, settings: Settings
+) -> None:
+    """Log the model's monitoring profile into the active run (:mod:`healthpredict.loop.profile`).
+
+    Its baseline predictions are on the first production batch, the encounters that follow
+    the training window: the model has not seen them, and only their predicted risks are kept.
+    """
+    from healthpredict.loop import profile
+
+    unseen = load_window(settings.prepared_dir, manifest, manifest.batch_names[0])
+    profile.log_to_run(profile.build(pipeline, train, unseen, settings))
 
 
 def training_window_tag(train: pd.DataFrame) -> str:

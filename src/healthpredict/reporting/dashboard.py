@@ -146,8 +146,9 @@ def _page(run: RunHistory, runs: list[RunHistory], generated: datetime) -> str:
         for chart_id, title, note in SECTIONS
     ]
     table = (
-        '<section id="batches"><h2>Batches</h2><p class="note">One row per production batch of '
-        "this run; quarantined batches were not scored and carry the reason.</p>"
+        '<section id="batches"><h2>Windows</h2><p class="note">One row per monitoring window '
+        "of this deployment's prediction log (a replay's window n is its batch n); a quarantined "
+        "window is not monitored and carries the reason.</p>"
         f"{_batch_table(run.batches)}</section>"
     )
     return (

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from healthpredict.modeling.evaluate import EvalReport
 
 if TYPE_CHECKING:
+    from healthpredict.loop.replay import ReplayResult
     from healthpredict.modeling.gate import GateDecision
     from healthpredict.monitoring.history import RunHistory
     from healthpredict.pipelines.prepare_data import PreparationSummary
@@ -128,10 +129,11 @@ def format_gate_decision(decision: GateDecision) -> str:
 
 
 def format_batch_table(history: RunHistory) -> str:
-    """Per-batch table of a simulation run: drift, estimated and realised AUC, decision, model."""
+    """Per-window table of a deployment or replay: drift, estimated and realised AUC, decision,
+    model."""
     lines = [
         f"run {history.name}: {history.policy_text}; scenarios: {history.scenario_set}",
-        f"{'batch':<10}{'status':<12}{'scenario':<30}{'drift':>6}{'est AUC':>9}"
+        f"{'window':<18}{'status':<12}{'scenario':<30}{'drift':>6}{'est AUC':>9}"
         f"{'realised AUC':>24}  {'decision':<22}{'model':>6}",
     ]
     for row in history.batches.to_dict("records"):
@@ -149,7 +151,7 @@ def _batch_line(row: dict[Any, Any]) -> str:
         return "-" if value is None or value != value else f"{value:.3f}"
 
     if row["status"] == "quarantined":
-        realised = "not scored"
+        realised = "not monitored"
     elif row["realised_auc"] == row["realised_auc"]:
         realised = (
             f"{number(row['realised_auc'])} [{number(row['realised_auc_low'])}, "
@@ -164,6 +166,18 @@ def _batch_line(row: dict[Any, Any]) -> str:
     drift = number(row["drift_share"])[:-1] if row["drift_share"] == row["drift_share"] else "-"
     model = f"v{row['model_version']}" if row["model_version"] else "-"
     return (
-        f"{row['batch_name']:<10}{row['status']:<12}{scenario:<30}{drift:>6}"
+        f"{row['batch_name']:<18}{row['status']:<12}{scenario:<30}{drift:>6}"
         f"{number(row['estimated_auc']):>9}{realised:>24}  {decision:<22}{model:>6}"
+    )
+
+
+def format_replay_speed(result: ReplayResult) -> str:
+    """How fast a replay's traffic went."""
+    if not result.serve_seconds:
+        return f"replay: nothing left to send; {result.seconds:.0f} s in all"
+    records_per_second = result.records / result.serve_seconds
+    return (
+        f"replay: {result.records:,} records in {result.requests:,} requests, "
+        f"{result.requests_per_second:.1f} requests/s ({records_per_second:,.0f} records/s) "
+        f"while sending; {result.seconds:.0f} s in all"
     )

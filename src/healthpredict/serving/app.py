@@ -20,8 +20,9 @@ from starlette.exceptions import HTTPException
 
 from healthpredict import __version__
 from healthpredict.data.pseudonym import load_or_create_salt
-from healthpredict.monitoring.store import PredictionLogWriter, make_engine
-from healthpredict.serving import views
+from healthpredict.loop.outcomes import OutcomeError
+from healthpredict.monitoring.store import PredictionLogWriter, StoreUnavailableError, make_engine
+from healthpredict.serving import rejections, views
 from healthpredict.serving.metrics import ServiceMetrics
 from healthpredict.serving.middleware import ServiceMiddleware
 from healthpredict.serving.model_store import ModelStore
@@ -48,16 +49,17 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     """
     settings = settings or get_settings()
     check_keys(settings)
-    writer = PredictionLogWriter(
-        make_engine(settings.monitoring_url), settings.log_flush_seconds, settings.log_flush_rows
+    engine = make_engine(settings.monitoring_url)
+    writer = PredictionLogWriter(engine, settings.log_flush_seconds, settings.log_flush_rows)
+    state = views.ServiceState(
+        settings, store or ModelStore(settings), writer, ServiceMetrics(), engine
     )
-    state = views.ServiceState(settings, store or ModelStore(settings), writer, ServiceMetrics())
     state.metrics.watch(state.metric_state)
     app = FastAPI(
         title="Health Predict", version=__version__, description=DESCRIPTION, lifespan=_lifespan
     )
     app.state.service = state
-    app.include_router(build_router(settings.max_batch_size))
+    app.include_router(build_router(settings.max_batch_size, settings.max_outcomes_per_request))
     _add_error_handlers(app)
     if settings.cors_origins:
         app.add_middleware(
@@ -83,6 +85,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         state.store.stop()
         state.writer.close()
+        state.engine.dispose()
 
 
 def _problem(
@@ -108,11 +111,26 @@ def _add_error_handlers(app: FastAPI) -> None:
             return _problem(400, f"malformed JSON at character {where}: {reason}")
         errors = views.field_errors(problems)
         fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
+        state: views.ServiceState = request.app.state.service
+        rejected = rejections.refused_records(
+            request.url.path, problems, error.body, state.settings.deployment,
+            getattr(request.state, "request_id", "?"),
+        )  # fmt: skip
+        if rejected is not None:
+            state.writer.submit(rejected)
         return _problem(422, f"invalid request: {len(errors)} problem(s) in {fields}", errors)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         return _problem(error.status_code, str(error.detail), headers=dict(error.headers or {}))
+
+    @app.exception_handler(OutcomeError)
+    async def refused_outcomes(request: Request, error: OutcomeError) -> JSONResponse:
+        return _problem(409, str(error))
+
+    @app.exception_handler(StoreUnavailableError)
+    async def store_down(request: Request, error: StoreUnavailableError) -> JSONResponse:
+        return _problem(503, str(error), headers={"Retry-After": "30"})
 
     @app.exception_handler(ModelUnavailableError)
     async def unavailable(request: Request, error: ModelUnavailableError) -> JSONResponse:

@@ -4,6 +4,7 @@ No ``from __future__ import annotations`` here: the request models are built at 
 the contract, and FastAPI must see the classes themselves in the signatures.
 """
 
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Security
@@ -16,12 +17,14 @@ from healthpredict.serving import views
 from healthpredict.serving.schemas import (
     BatchResponse,
     ExplanationName,
+    OutcomeReceipt,
     PredictionResponse,
     Problem,
     batch_model,
     encounter_model,
+    outcome_batch_model,
 )
-from healthpredict.serving.scoring import predict_records
+from healthpredict.serving.scoring import predict_records, record_outcomes
 from healthpredict.serving.security import (
     admin_key_scheme,
     api_key_scheme,
@@ -38,6 +41,11 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
         422: "Invalid field values (each bad field is named)",
         503: "No model loaded yet",
     }.items()
+}
+_OUTCOME_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    **{code: _PROBLEMS[code] for code in (400, 401, 413, 422)},
+    409: {"model": Problem, "description": "Contradicts a recorded outcome; nothing written"},
+    503: {"model": Problem, "description": "The monitoring store cannot be reached"},
 }
 
 
@@ -61,11 +69,12 @@ async def admin_key(request: Request, key: str | None = Security(admin_key_schem
     require_admin_key(request, key)
 
 
-def build_router(max_batch_size: int) -> APIRouter:
-    """All endpoints; the batch schema carries the configured size bound."""
+def build_router(max_batch_size: int, max_outcomes: int) -> APIRouter:
+    """All endpoints; the batch schemas carry the configured size bounds."""
     router = APIRouter()
     _add_predict(router, encounter_model())
     _add_batch(router, batch_model(max_batch_size))
+    _add_outcomes(router, outcome_batch_model(max_outcomes))
     operations: list[tuple[str, Any, str, dict[str, Any]]] = [
         ("/health", health, "GET", {"summary": "The process is alive"}),
         (
@@ -147,6 +156,23 @@ def _add_batch(router: APIRouter, EncounterBatch: type[BaseModel]) -> None:  # n
         scored = await run_in_threadpool(predict_records, state.store.current, records, *args)
         state.record(scored)
         return views.batch_response(scored, state.settings)
+
+
+def _add_outcomes(router: APIRouter, OutcomeBatch: type[BaseModel]) -> None:  # noqa: N803
+    @router.post(
+        "/outcomes",
+        tags=["outcomes"],
+        response_model=OutcomeReceipt,
+        dependencies=[Depends(api_key)],
+        responses=_OUTCOME_PROBLEMS,
+        summary="Readmission outcomes of encounters predicted earlier",
+    )
+    async def post_outcomes(request: Request, batch: OutcomeBatch) -> dict[str, Any]:  # type: ignore[valid-type]
+        state = _state(request)
+        records = batch.outcomes  # type: ignore[attr-defined]
+        # A database transaction: in a worker thread, so predictions keep being answered.
+        report = await run_in_threadpool(record_outcomes, state, records)
+        return asdict(report)
 
 
 async def health() -> dict[str, str]:

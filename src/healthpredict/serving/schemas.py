@@ -8,6 +8,7 @@ Unknown fields are rejected, so a misspelt optional field cannot silently become
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,17 @@ CONTRIBUTION_SCALE = (
     "decision path (fast); 'shap': exact Tree SHAP values; 'none': not computed"
 )
 ExplanationName = Literal["path", "shap", "none"]
+# Not a contract column: when the encounter happened, for the monitoring windows only.
+DISCHARGE_TIME = "discharge_time"
+
+
+def _aware(moment: datetime) -> datetime:
+    # A time without an offset is read as UTC, on every machine alike; every time is kept in
+    # UTC (SQLite stores the wall clock only, so mixed offsets would compare wrongly).
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+DischargeTime = Annotated[datetime, AfterValidator(_aware)]
 
 
 def _not_missing_token(value: str) -> str:
@@ -62,6 +74,15 @@ def _field(spec: ColumnSpec) -> tuple[Any, Any]:
 def encounter_model() -> type[BaseModel]:
     """The ``Encounter`` request model, built once from the contract."""
     fields: dict[str, Any] = {spec.name: _field(spec) for spec in COLUMNS}
+    fields[DISCHARGE_TIME] = (
+        DischargeTime | None,
+        Field(
+            default=None,
+            description="optional; when the encounter ended (ISO 8601, UTC when no offset is "
+            "given). It places the prediction in a monitoring window; without it, the time of "
+            "the request does. Never used by the model.",
+        ),
+    )
     config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [EXAMPLE_ENCOUNTER]}, title="Encounter"
     )
@@ -126,3 +147,30 @@ class Problem(BaseModel):
 
     detail: str
     errors: list[dict[str, str]] = Field(default_factory=list)
+
+
+def outcome_batch_model(max_size: int) -> type[BaseModel]:
+    """The ``POST /outcomes`` request model, bounded to ``max_size`` outcomes."""
+    from healthpredict.loop.outcomes import OutcomeRecord
+
+    items = Annotated[list[OutcomeRecord], Field(min_length=1, max_length=max_size)]
+    example: dict[str, Any] = {
+        "outcomes": [
+            {"encounter_id": 2278392, "readmitted": "NO"},
+            {"encounter_id": 149190, "readmitted": True},
+        ]
+    }
+    config = ConfigDict(extra="forbid", json_schema_extra={"examples": [example]}, title="Outcomes")
+    return create_model("Outcomes", __config__=config, outcomes=(items, ...))
+
+
+class OutcomeReceipt(BaseModel):
+    """``POST /outcomes``: what the request added (sending it again adds nothing)."""
+
+    received: int
+    recorded: int = Field(description="New outcomes stored.")
+    unchanged: int = Field(description="Outcomes already known with the same answer.")
+    unmatched: int = Field(
+        description="Encounters the prediction log has not seen (kept, and joined when their "
+        "prediction is logged)."
+    )

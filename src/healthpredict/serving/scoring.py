@@ -8,16 +8,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from healthpredict.data.pseudonym import keyed_hash
 from healthpredict.data.schema import ID_COLUMNS
-from healthpredict.monitoring.store import LoggedRequest
+from healthpredict.monitoring.store import LoggedRequest, store_errors
 from healthpredict.serving.model_store import Explanation, LoadedModel, Scores
+from healthpredict.serving.schemas import DISCHARGE_TIME
 from healthpredict.settings import Settings
+
+if TYPE_CHECKING:
+    from healthpredict.loop.outcomes import OutcomeRecord, OutcomeReport
+    from healthpredict.serving.views import ServiceState
 
 
 class ModelUnavailableError(RuntimeError):
@@ -37,12 +42,15 @@ class Scored:
     log: LoggedRequest
 
 
+_NOT_FEATURES = (*ID_COLUMNS, DISCHARGE_TIME)
+
+
 def split_ids(
     encounters: Sequence[dict[str, Any]],
 ) -> tuple[list[dict[str, Any]], dict[str, list[Any]]]:
-    """Separate the optional direct identifiers from the model's feature fields."""
-    features = [{k: v for k, v in e.items() if k not in ID_COLUMNS} for e in encounters]
-    ids = {name: [e.get(name) for e in encounters] for name in ID_COLUMNS}
+    """Separate the optional identifiers and discharge time from the model's feature fields."""
+    features = [{k: v for k, v in e.items() if k not in _NOT_FEATURES} for e in encounters]
+    ids = {name: [e.get(name) for e in encounters] for name in _NOT_FEATURES}
     return features, ids
 
 
@@ -102,9 +110,11 @@ def predict_records(
     bands = risk_bands(probabilities, settings)
     decisions = (probabilities >= settings.decision_threshold).tolist()
     reasons = top_reasons(model, records, scores, settings.top_contributions)
+    now = datetime.now(UTC)
     log = LoggedRequest(
         request_id,
-        datetime.now(UTC),
+        now,
+        settings.deployment,
         model.name,
         model.version,
         records,
@@ -113,6 +123,20 @@ def predict_records(
         decisions,
         hashed(ids["patient_nbr"], salt),
         hashed(ids["encounter_id"], salt),
+        [moment or now for moment in ids[DISCHARGE_TIME]],
     )
     explained = explain if scores.attributions is not None else "none"
     return Scored(model, probabilities, bands, decisions, reasons, explained, log)
+
+
+def record_outcomes(state: ServiceState, records: Sequence[OutcomeRecord]) -> OutcomeReport:
+    """Store outcomes sent to the API for this service's deployment (all or none).
+
+    Raises:
+        OutcomeError: One contradicts a recorded outcome.
+        StoreUnavailableError: The monitoring store cannot be reached.
+    """
+    from healthpredict.loop import outcomes
+
+    with store_errors(state.settings.monitoring_url):
+        return outcomes.record(state.engine, state.settings.deployment, records, state.salt, "api")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic_core import ErrorDetails
+from sqlalchemy import Engine
 
 from healthpredict.monitoring.store import PredictionLogWriter
 from healthpredict.serving.metrics import ServiceMetrics
@@ -22,6 +23,7 @@ class ServiceState:
     store: ModelStore
     writer: PredictionLogWriter
     metrics: ServiceMetrics
+    engine: Engine
     salt: bytes = b""
 
     def record(self, scored: Scored) -> None:
@@ -79,6 +81,7 @@ def model_info(state: ServiceState) -> dict[str, Any]:
     status = state.store.status
     body: dict[str, Any] = {
         "loaded": model is not None,
+        "deployment": state.settings.deployment,
         "registry": {
             "alias": state.store.alias,
             "last_check": status.last_check,

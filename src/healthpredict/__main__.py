@@ -1,0 +1,5 @@
+"""``python -m healthpredict``: the command line, for processes started by the package itself."""
+
+from healthpredict.cli import app
+
+app()

@@ -1,0 +1,294 @@
+"""The monitor phase: what a window of the prediction log says, before and after outcomes arrive.
+
+For the window itself: quality (the share of records the service refused, and the contract
+checked again on what it logged: a window breaking it is quarantined with the reason), then,
+for each model version that served in it, data drift against that version's own reference,
+prediction drift against its baseline predictions, the label-free performance estimate and
+their alarms. For earlier windows whose outcomes have arrived since they were last measured
+(and the window itself, when outcomes come at once): realised performance and calibration,
+with patient-grouped intervals, and the label alarms.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import select
+
+from healthpredict.data.prepare import TARGET
+from healthpredict.data.pseudonym import ENCOUNTER_KEY, PATIENT_KEY
+from healthpredict.loop.context import LoopContext
+from healthpredict.loop.pending import PendingWindow, WindowRows
+from healthpredict.loop.windows import (
+    MODEL_VERSION,
+    PROBABILITY,
+    Window,
+    WindowLog,
+    label_coverage,
+    labelled,
+    read_window,
+)
+from healthpredict.monitoring.drift import DriftResult
+from healthpredict.monitoring.performance import (
+    RealisedPerformance,
+    estimated_auc,
+    realised_performance,
+)
+from healthpredict.monitoring.quality import check_batch
+from healthpredict.monitoring.tables import window_performance, windows
+from healthpredict.settings import Settings
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def monitor(context: LoopContext, window: Window, champion: str) -> PendingWindow:
+    """Monitor ``window``: a new pending record (phase "monitored")."""
+    started = time.perf_counter()
+    log = read_window(context.engine, context.deployment, window)
+    rows = WindowRows()
+    pending = PendingWindow(window.number, "monitored", "empty", champion, rows)
+    if log.empty:
+        pending.text = f"{window.name}: nothing was served in this window"
+    else:
+        _monitor_served(context, log, pending)
+    rows.performance = realised_rows(context, window, pending.status)
+    for row in rows.performance:
+        pending.text += (
+            f"; outcomes of w{row['window']:03d}: AUC {_auc_text(row)} "
+            f"({row['n_labelled']:,} labelled)"
+        )
+    if rows.window is not None:
+        rows.window["monitor_seconds"] = time.perf_counter() - started
+    return pending
+
+
+def _monitor_served(context: LoopContext, log: WindowLog, pending: PendingWindow) -> None:
+    frame, window = log.predictions, log.window
+    reason = quarantine_reason(log, context.settings)
+    versions = frame[MODEL_VERSION].value_counts()
+    pending.status = "quarantined" if reason else "completed"
+    pending.rows.window = {
+        "deployment": context.deployment,
+        "window": window.number,
+        "window_start": window.start,
+        "window_end": window.end,
+        "status": pending.status,
+        "n_predictions": len(frame),
+        "n_rejected": len(log.rejected),
+        "model_version": str(versions.index[0]) if len(versions) else None,
+        "quarantine_reason": reason,
+        "alarms": [f"quality: {reason}"] if reason else [],
+        "report_path": None,
+    }
+    if reason:
+        pending.text = f"{window.name}: quarantined ({reason})"
+        return
+    pending.text = f"{window.name}: {len(frame):,} predictions"
+    if len(log.rejected):
+        pending.text += f", {len(log.rejected):,} refused"
+    for version in versions.index:
+        served = frame[frame[MODEL_VERSION] == version].reset_index(drop=True)
+        _monitor_version(context, window, str(version), served, pending)
+    alarms = [a for row in pending.rows.versions for a in row["alarms"]]
+    pending.rows.window["alarms"] = alarms
+    if alarms:
+        pending.text += f"; alarms: {'; '.join(alarms)}"
+
+
+def _monitor_version(
+    context: LoopContext, window: Window, version: str, served: pd.DataFrame, pending: PendingWindow
+) -> None:
+    probabilities = served[PROBABILITY].to_numpy(dtype=float)
+    html = None
+    if context.reports_dir is not None:
+        html = context.reports_dir / f"w{window.number:03d}_v{version}.html"
+    drift = context.drift_monitor(version).run(served, probabilities, html)
+    estimate = estimated_auc(probabilities)
+    baseline = context.profile(version).baseline_auc
+    alarms = label_free_alarms(drift, estimate, baseline, context.settings)
+    key = {"deployment": context.deployment, "window": window.number, "model_version": version}
+    quantiles = np.quantile(probabilities, QUANTILES).tolist()
+    pending.rows.versions.append(
+        {
+            **key,
+            "n_predictions": len(served),
+            "drift_share": drift.drift_share,
+            "n_drifted": drift.n_drifted,
+            "dataset_drift": drift.dataset_drift,
+            "prediction_drift": drift.prediction_statistic,
+            "prediction_drift_detected": drift.prediction_drift,
+            "estimated_auc": estimate,
+            "baseline_estimated_auc": baseline,
+            "risk_quantiles": {
+                **{f"q{round(q * 100):02d}": v for q, v in zip(QUANTILES, quantiles, strict=True)},
+                "mean": float(probabilities.mean()),
+            },
+            "alarms": alarms,
+        }
+    )
+    pending.rows.features.extend({**key, **asdict(f)} for f in drift.features)
+    if html is not None and pending.rows.window is not None:
+        pending.rows.window["report_path"] = str(html)
+    flagged = ", ".join(drift.drifted_features[:3]) or "none"
+    pending.text += (
+        f"; v{version}: drift share {drift.drift_share:.2f} ({flagged}), "
+        f"estimated AUC {estimate:.3f}"
+    )
+
+
+def quarantine_reason(log: WindowLog, settings: Settings) -> str | None:
+    """Why the window cannot be trusted, or None.
+
+    Too many records refused by the service (an upstream change shows up as validation
+    errors), or logged records breaking the contract (written by something that did not
+    validate them).
+    """
+    served, refused = len(log.predictions), len(log.rejected)
+    share = refused / (served + refused)
+    tolerance = settings.quality_max_invalid_fraction
+    if share > tolerance:
+        counts = pd.Series([f for fields in log.rejected["fields"] for f in fields]).value_counts()
+        worst = ", ".join(f"{name}: {count:,}" for name, count in counts.items())
+        return (
+            f"{share:.1%} of records were refused by the service (tolerance {tolerance:.1%}); "
+            f"refused by field: {worst}"
+        )
+    if served == 0:
+        return None
+    return check_batch(log.predictions, tolerance).quarantine_reason
+
+
+def label_free_alarms(
+    drift: DriftResult, estimate: float, baseline: float, settings: Settings
+) -> list[str]:
+    """Alarms that need no outcome: data drift, prediction drift, a drop of the estimate."""
+    alarms = []
+    if drift.dataset_drift:
+        top = ", ".join(
+            f"{f.feature} {f.statistic:.2f}"
+            for f in sorted(drift.features, key=lambda f: -f.statistic)[:3]
+            if f.drifted
+        )
+        alarms.append(f"data_drift: weighted share {drift.drift_share:.2f} (PSI {top})")
+    if drift.prediction_drift:
+        alarms.append(f"prediction_drift: PSI {drift.prediction_statistic:.3f}")
+    if estimate < baseline - settings.estimated_auc_drop_alarm:
+        alarms.append(f"estimated_performance: AUC {estimate:.3f} vs {baseline:.3f} baseline")
+    return alarms
+
+
+def realised_rows(context: LoopContext, window: Window, status: str) -> list[dict[str, Any]]:
+    """Realised performance of the windows up to ``window`` (whose own status is ``status``)
+    whose outcomes changed since they were last measured, within the look-back. A quarantined
+    window is never measured: what it served cannot be trusted to say how the model does."""
+    first = max(1, window.number - context.settings.performance_lookback_windows + 1)
+    measured = _measured(context, first, window.number)
+    rows = []
+    for number in range(first, window.number + 1):
+        own = status if number == window.number else window_status(context, number)
+        if own == "quarantined":
+            continue
+        earlier = context.clock.window(number)
+        served, known = label_coverage(context.engine, context.deployment, earlier)
+        if known == 0 or measured.get(number) == known:
+            continue
+        frame = labelled(context.engine, context.deployment, earlier.start, earlier.end)
+        for version, part in frame.groupby(MODEL_VERSION, sort=True):
+            rows.append(
+                _performance_row(context, number, window.number, str(version), part, served)
+            )
+    return rows
+
+
+def _measured(context: LoopContext, first: int, last: int) -> dict[int, int]:
+    """How many labelled encounters each window had when last measured."""
+    table = window_performance
+    query = select(table.c.window, table.c.n_labelled).where(
+        table.c.deployment == context.deployment, table.c.window.between(first, last)
+    )
+    with context.engine.connect() as connection:
+        counts: dict[int, int] = {}
+        for number, n in connection.execute(query):
+            counts[number] = counts.get(number, 0) + int(n)
+    return counts
+
+
+def _performance_row(
+    context: LoopContext,
+    number: int,
+    known_at: int,
+    version: str,
+    frame: pd.DataFrame,
+    served: int,
+) -> dict[str, Any]:
+    settings = context.settings
+    groups = frame[PATIENT_KEY].fillna(frame[ENCOUNTER_KEY])  # no patient id sent: by encounter
+    performance = realised_performance(
+        frame[TARGET].to_numpy(),
+        frame[PROBABILITY].to_numpy(dtype=float),
+        groups,
+        max(settings.bootstrap_rounds, 200),
+        settings.confidence_level,
+        settings.seed,
+    )
+    auc, shortfall, gap = (
+        performance.roc_auc,
+        performance.auc_shortfall,
+        performance.calibration_gap,
+    )
+    return {
+        "deployment": context.deployment,
+        "window": number,
+        "model_version": version,
+        "known_at_window": known_at,
+        "n_labelled": len(frame),
+        "labelled_share": len(frame) / served if served else 0.0,
+        "roc_auc": auc.estimate,
+        "roc_auc_low": auc.low,
+        "roc_auc_high": auc.high,
+        "estimated_auc": performance.estimated_auc,
+        "shortfall_low": shortfall.low,
+        "shortfall_high": shortfall.high,
+        "ece": performance.ece,
+        "observed_rate": performance.observed_rate,
+        "predicted_rate": performance.predicted_rate,
+        "calibration_gap_low": gap.low,
+        "calibration_gap_high": gap.high,
+        "alarms": label_alarms(performance, settings),
+    }
+
+
+def label_alarms(performance: RealisedPerformance, settings: Settings) -> list[str]:
+    """Alarms that need outcomes: AUC surely below the estimate, calibration surely off."""
+    alarms = []
+    if performance.auc_shortfall.high < -settings.realised_auc_drop_alarm:
+        alarms.append(
+            f"realised_performance: AUC {performance.roc_auc} below the estimate "
+            f"{performance.estimated_auc:.3f}"
+        )
+    gap, limit = performance.calibration_gap, settings.calibration_gap_alarm
+    if gap.low > limit or gap.high < -limit:
+        alarms.append(
+            f"calibration: observed rate {performance.observed_rate:.3f} vs predicted "
+            f"{performance.predicted_rate:.3f} (gap {gap})"
+        )
+    return alarms
+
+
+def window_status(context: LoopContext, number: int) -> str | None:
+    """The committed status of window ``number`` ("completed", "quarantined"), or None."""
+    query = select(windows.c.status).where(
+        windows.c.deployment == context.deployment, windows.c.window == number
+    )
+    with context.engine.connect() as connection:
+        found = connection.execute(query).scalar()
+    return None if found is None else str(found)
+
+
+def _auc_text(row: dict[str, Any]) -> str:
+    auc = row["roc_auc"]
+    return "n/a" if auc is None or not np.isfinite(auc) else f"{auc:.3f}"
