@@ -15,7 +15,7 @@ INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml requirements/lock.txt
 SHARED_EXTRACT := ../shared/data/dataset_diabetes.zip
 export HEALTHPREDICT_DATA_SOURCE ?= $(if $(wildcard $(SHARED_EXTRACT)),$(abspath $(SHARED_EXTRACT)),uci)
 
-.PHONY: install demo test lint lock benchmark benchmark-search benchmark-load benchmark-monitoring deploy-validate clean help
+.PHONY: install demo test lint lock benchmark benchmark-search benchmark-load benchmark-loop benchmark-monitoring deploy-validate clean help
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ benchmark-search: install ## Print the hyper-parameter search figures (about 3 m
 
 benchmark-monitoring: install ## Print drift detection, retraining value and loop speed (about 15 minutes)
 	$(PYTHON) benchmarks/monitoring.py
+
+benchmark-loop: install ## Print the production loop's figures: the story through the service, a window from PostgreSQL, outcome ingestion
+	$(PYTHON) benchmarks/production_loop.py
 
 benchmark-load: install ## Print serving latency and throughput (runs the demo first if no model)
 	@test -f data/mlflow.db || $(VENV)/bin/healthpredict demo
