@@ -73,12 +73,13 @@ def window_from_postgres(settings: Settings) -> None:
     window = context.clock.window(1)
     salt = load_or_create_salt(settings)
     traffic = InProcessTraffic(settings, context.engine, context.deployment, context.slot, salt)
-    traffic.serve(streams.requests(frame, window, stream.patient_numbers()), 1000)
+    ids = streams.encounter_id(frame)
+    traffic.serve(streams.requests(frame, ids, window, stream.patient_numbers()), 1000)
     champion = context.slot.champion_version()
     monitor(context, window, champion)  # warm-up: imports, the profile from the registry
     reads = _timed(lambda: read_window(context.engine, context.deployment, window))
     before = _timed(lambda: monitor(context, window, champion))
-    traffic.send_outcomes(streams.outcomes(frame), 10_000)
+    traffic.send_outcomes(streams.outcomes(frame, ids), 10_000)
     after = _timed(lambda: monitor(context, window, champion))
     print(
         f"reading the window: median {statistics.median(reads):.2f} s; the monitor phase "

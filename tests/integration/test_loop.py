@@ -29,7 +29,7 @@ from healthpredict.loop.folder import FolderSlot
 from healthpredict.loop.models import RegistrySlot
 from healthpredict.loop.plans import build_plan, fitted_seed
 from healthpredict.loop.replay import ReplayPlan, context_for, replay
-from healthpredict.loop.streams import encounter_id, natural_stream
+from healthpredict.loop.streams import StandInIds, encounter_id, natural_stream
 from healthpredict.loop.windows import labelled
 from healthpredict.modeling import champion
 from healthpredict.monitoring import tables
@@ -259,9 +259,17 @@ def test_a_replay_refuses_a_model_that_has_seen_the_stream(
     assert plan.slot.tags(plan.slot.champion_version())["copied_from"].endswith("v1")
 
 
-def test_stand_in_ids_are_unique_even_for_resampled_rows() -> None:
-    frame = pd.DataFrame({"sequence": [5, 7, 5, 5, 9]})
-    assert encounter_id(frame).tolist() == [6, 8, 6 + 10**10, 6 + 2 * 10**10, 10]
+def test_stand_in_ids_are_unique_for_repeated_rows_across_batches() -> None:
+    batches = {
+        1: pd.DataFrame({"sequence": [5, 7, 5, 5, 9]}),
+        2: pd.DataFrame({"sequence": [9, 5]}),
+    }
+    ids = StandInIds(batches.__getitem__)
+    repeat = 10**7
+    assert ids(1).tolist() == [6, 8, 6 + repeat, 6 + 2 * repeat, 10]
+    assert ids(2).tolist() == [10 + repeat, 6 + 3 * repeat]  # drawn again: new encounters
+    assert StandInIds(batches.__getitem__)(2).tolist() == ids(2).tolist()  # resumed: the same
+    assert encounter_id(batches[2]).tolist() == [10, 6]
 
 
 def test_cli_names_bad_policy_and_missing_champion(tmp_path: Path, registered: Settings) -> None:

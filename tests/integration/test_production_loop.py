@@ -124,7 +124,7 @@ def _batches(settings: Settings) -> list[pd.DataFrame]:
 
 def _send_outcomes(deployment: Deployment, batch: pd.DataFrame, name: str) -> None:
     """Half through the API, half as a file through the command line."""
-    records = streams.outcomes(batch)
+    records = streams.outcomes(batch, streams.encounter_id(batch))
     half = len(records) // 2
     deployment.traffic.send_outcomes(records[:half], 500)
     file = deployment.folder / f"{name}.csv"
@@ -215,7 +215,8 @@ def test_the_loop_learns_from_production_and_swaps_without_a_failed_request(
     promoted: str | None = None
     for number in (1, 2, 3, 4):
         window = clock.window(number)
-        requests_ = streams.requests(batches[number - 1], window, patients)
+        batch = batches[number - 1]
+        requests_ = streams.requests(batch, streams.encounter_id(batch), window, patients)
         served = deployment.traffic.serve(requests_, 500)
         assert served.accepted == len(batches[number - 1]) and not served.rejected
         _wait_logged(deployment, number, served.accepted)
@@ -236,7 +237,9 @@ def test_the_loop_learns_from_production_and_swaps_without_a_failed_request(
             break
     assert promoted is not None, "the drift policy never promoted a challenger"
     nxt = clock.window(number + 1)
-    served = deployment.traffic.serve(streams.requests(batches[number], nxt, patients), 500)
+    batch = batches[number]
+    requests_ = streams.requests(batch, streams.encounter_id(batch), nxt, patients)
+    served = deployment.traffic.serve(requests_, 500)
     _wait_logged(deployment, number + 1, served.accepted)
     assert _versions_served(deployment, number + 1) == {promoted}  # served by the new champion
     output = _monitor(deployment, number + 1)
@@ -256,7 +259,8 @@ def test_bad_outcomes_and_an_empty_window(deployment: Deployment) -> None:
     result = CliRunner().invoke(app, ["outcomes", "load", str(bad)], env=deployment.env)
     assert result.exit_code == 1
     assert "row 2, encounter_id" in result.output and "row 2, readmitted" in result.output
-    first = streams.outcomes(_batches(deployment.settings)[0])[0]  # recorded by the loop test
+    batch = _batches(deployment.settings)[0]
+    first = streams.outcomes(batch, streams.encounter_id(batch))[0]  # sent by the loop test
     contradiction = {"encounter_id": first["encounter_id"], "readmitted": not first["readmitted"]}
     answer = deployment.traffic.session.post(
         f"{deployment.service.url}/outcomes", json={"outcomes": [contradiction]}, timeout=30

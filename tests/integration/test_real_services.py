@@ -262,8 +262,10 @@ def test_monitoring_dag_runs_a_window_against_the_real_services(
             settings, engine, deployment, RegistrySlot(settings), load_or_create_salt(settings)
         )
         window = WindowClock.from_settings(settings).window(1)
-        traffic.serve(streams.requests(stream.batches[0], window, stream.patient_numbers()), 500)
-        traffic.send_outcomes(streams.outcomes(stream.batches[0]), 10_000)
+        batch, patients = stream.batches[0], stream.patient_numbers()
+        ids = streams.encounter_id(batch)
+        traffic.serve(streams.requests(batch, ids, window, patients), 500)
+        traffic.send_outcomes(streams.outcomes(batch, ids), 10_000)
         engine.dispose()
         result = run_dag(dag_bag().dags["healthpredict_monitoring"], {"window": 1})
     assert result.state == "success", result.tasks

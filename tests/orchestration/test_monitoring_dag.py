@@ -91,9 +91,11 @@ def _serve_window(number: int) -> None:
     )
     window = WindowClock.from_settings(settings).window(number)
     batch = stream.batches[number - 1]
-    traffic.serve(streams.requests(batch, window, stream.patient_numbers()), 500)
+    ids = streams.encounter_id(batch)
+    traffic.serve(streams.requests(batch, ids, window, stream.patient_numbers()), 500)
     if number > 1:
-        traffic.send_outcomes(streams.outcomes(stream.batches[number - 2]), 10_000)
+        earlier = stream.batches[number - 2]
+        traffic.send_outcomes(streams.outcomes(earlier, streams.encounter_id(earlier)), 10_000)
     engine.dispose()
 
 

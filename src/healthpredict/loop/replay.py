@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import Engine, delete, insert
@@ -36,7 +37,7 @@ from healthpredict.loop.traffic import HttpTraffic, InProcessTraffic, Served, Tr
 from healthpredict.loop.windows import WindowClock
 from healthpredict.monitoring.history import RunHistory, read_history
 from healthpredict.monitoring.policy import Policy
-from healthpredict.monitoring.scenarios import ScenarioSet, inject
+from healthpredict.monitoring.scenarios import Injection, ScenarioSet, inject
 from healthpredict.monitoring.store import make_engine, store_errors
 from healthpredict.monitoring.tables import create_schema, scenario_injections
 from healthpredict.settings import Settings
@@ -155,12 +156,13 @@ def _drive(
         todo = [n for n in todo if n <= max_batches]
     if not todo:
         return totals
+    sent = ReplayBatches(context, plan)
     with _traffic(context, plan, service_url) as traffic:
         for number in todo:
             if number <= batches:
-                _step(context, plan, traffic, number, totals)
+                _step(context, sent, traffic, number, totals)
             else:
-                _closing_labels(context, plan, traffic)
+                _closing_labels(context, sent, traffic)
     return totals
 
 
@@ -174,20 +176,69 @@ def _start_from(plan: ReplayPlan) -> None:
         slot.set_champion(version, current, reason)
 
 
+class ReplayBatches:
+    """The stream's batches as the replay sends them: scenarios injected once per batch (the
+    same every time: seeded), their ground truth recorded, and stand-in ids for every row."""
+
+    def __init__(self, context: LoopContext, plan: ReplayPlan):
+        """Batches of ``plan`` for ``context``'s deployment."""
+        self.context, self.plan = context, plan
+        self._frames: dict[int, pd.DataFrame] = {}
+        self.ids = streams.StandInIds(self.frame)
+        self.patients = plan.stream.patient_numbers()
+
+    def frame(self, number: int) -> pd.DataFrame:
+        """Batch ``number`` with its scenarios applied."""
+        if number not in self._frames:
+            frame, injections = inject(
+                self.plan.stream.batches[number - 1],
+                self.plan.scenarios,
+                number,
+                self.context.settings.seed,
+            )
+            self._record(number, injections)
+            self._frames[number] = frame.reset_index(drop=True)
+        return self._frames[number]
+
+    def requests(self, number: int) -> list[dict[str, Any]]:
+        """Batch ``number``'s prediction requests, over its window."""
+        window = self.context.clock.window(number)
+        return streams.requests(self.frame(number), self.ids(number), window, self.patients)
+
+    def outcomes(self, number: int) -> list[dict[str, Any]]:
+        """Batch ``number``'s outcomes."""
+        return streams.outcomes(self.frame(number), self.ids(number))
+
+    def _record(self, number: int, injections: list[Injection]) -> None:
+        table, run = scenario_injections, self.plan.run
+        rows = [
+            {
+                **{k: v for k, v in asdict(injection).items() if k != "batch"},
+                "deployment": run,
+                "window": number,
+                "detail": injection.detail[:1000],
+            }
+            for injection in injections
+        ]
+        with self.context.engine.begin() as connection:
+            connection.execute(
+                delete(table).where(table.c.deployment == run, table.c.window == number)
+            )
+            if rows:
+                connection.execute(insert(table), rows)
+
+
 def _step(
-    context: LoopContext, plan: ReplayPlan, traffic: Traffic, number: int, totals: Served
+    context: LoopContext, batches: ReplayBatches, traffic: Traffic, number: int, totals: Served
 ) -> None:
     started = time.perf_counter()
     settings, window = context.settings, context.clock.window(number)
-    frame = _injected(context, plan, number, record=True)
     replay_log.forget_partial_log(context, window)
-    served = traffic.serve(
-        streams.requests(frame, window, plan.stream.patient_numbers()), settings.max_batch_size
-    )
-    replay_log.keep_refused(context, number, frame, served)
+    served = traffic.serve(batches.requests(number), settings.max_batch_size)
+    replay_log.keep_refused(context, number, batches.frame(number), served)
     labelled = number - settings.label_delay_batches
     if labelled >= 1:
-        traffic.send_outcomes(streams.outcomes(_injected(context, plan, labelled)), 10_000)
+        traffic.send_outcomes(batches.outcomes(labelled), 10_000)
     replay_log.wait_logged(context, window, served.accepted + len(served.rejected))
     pending = run_window(context, number)
     totals.requests += served.requests
@@ -197,46 +248,18 @@ def _step(
     context.progress(f"{pending.text} ({time.perf_counter() - started:.1f} s)")
 
 
-def _closing_labels(context: LoopContext, plan: ReplayPlan, traffic: Traffic) -> None:
+def _closing_labels(context: LoopContext, batches: ReplayBatches, traffic: Traffic) -> None:
     """The outcomes still owed, then one more window to measure them (nothing is served)."""
-    batches = len(plan.stream.batches)
-    first = max(1, batches - context.settings.label_delay_batches + 1)
-    for number in range(first, batches + 1):
-        traffic.send_outcomes(streams.outcomes(_injected(context, plan, number)), 10_000)
-    pending = run_window(context, batches + 1)
+    last = len(batches.plan.stream.batches)
+    for number in range(max(1, last - context.settings.label_delay_batches + 1), last + 1):
+        traffic.send_outcomes(batches.outcomes(number), 10_000)
+    pending = run_window(context, last + 1)
     context.progress(f"closing: {pending.text}")
 
 
 def _follow(traffic: Traffic, pending: PendingWindow) -> None:
     if pending.champion_after and pending.champion_after != pending.champion:
         traffic.follow_champion(pending.champion_after)
-
-
-def _injected(
-    context: LoopContext, plan: ReplayPlan, number: int, record: bool = False
-) -> pd.DataFrame:
-    """Batch ``number`` with its scenarios applied (the same every time: seeded)."""
-    frame, injections = inject(
-        plan.stream.batches[number - 1], plan.scenarios, number, context.settings.seed
-    )
-    if record:
-        table = scenario_injections
-        rows = [
-            {
-                **{k: v for k, v in asdict(injection).items() if k != "batch"},
-                "deployment": plan.run,
-                "window": number,
-                "detail": injection.detail[:1000],
-            }
-            for injection in injections
-        ]
-        with context.engine.begin() as connection:
-            connection.execute(
-                delete(table).where(table.c.deployment == plan.run, table.c.window == number)
-            )
-            if rows:
-                connection.execute(insert(table), rows)
-    return frame
 
 
 @contextmanager

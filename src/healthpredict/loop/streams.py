@@ -13,6 +13,7 @@ and a number per patient as its ``patient_nbr``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -87,39 +88,70 @@ def split_patients(frame: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.Dat
     return frame.iloc[first].reset_index(drop=True), frame.iloc[second].reset_index(drop=True)
 
 
-_REPEAT = 10**10  # above any position in time: repeats of a row get ids of their own
+_REPEAT = 10**7  # above any position in time; the k-th repeat of a row adds k times this
+
+
+class StandInIds:
+    """The stand-in ``encounter_id`` of every row a replay sends, batch after batch.
+
+    A row's id is its position in time plus one the first time it is sent, and ``k * 10**7``
+    more the k-th time after: a scenario that resamples a batch repeats rows, and the
+    exchangeable control draws the same encounter into several batches; each repeat is an
+    encounter of its own (alike, of the same patient), so no two sent encounters share an id
+    and no outcome contradicts another. Batches are counted in order from the first, so a
+    replay resumed at batch n gives the same ids as before.
+    """
+
+    def __init__(self, batch: Callable[[int], pd.DataFrame]):
+        """Number the rows of ``batch(1)``, ``batch(2)``, ... as they are asked for."""
+        self._batch = batch
+        self._sent: dict[int, int] = {}
+        self._ids: dict[int, pd.Series] = {}
+
+    def __call__(self, number: int) -> pd.Series:
+        """The ids of batch ``number``'s rows, in row order."""
+        while len(self._ids) < number:
+            self._ids[len(self._ids) + 1] = self._number(self._batch(len(self._ids) + 1))
+        return self._ids[number]
+
+    def _number(self, frame: pd.DataFrame) -> pd.Series:
+        sequence = frame[SEQUENCE].astype("int64").reset_index(drop=True)
+        earlier = sequence.map(self._sent).fillna(0).astype("int64")
+        repeat = earlier + sequence.groupby(sequence).cumcount().astype("int64")
+        counts = sequence.value_counts()
+        for position, count in zip(counts.index.tolist(), counts.tolist(), strict=True):
+            self._sent[position] = self._sent.get(position, 0) + count
+        return sequence + 1 + repeat * _REPEAT
 
 
 def encounter_id(frame: pd.DataFrame) -> pd.Series:
-    """The stand-in ``encounter_id`` of each row: its position in time, from 1.
-
-    A scenario that resamples a batch repeats some rows; each repeat is an encounter of its
-    own (the same patient, alike), so the k-th repeat gets ``position + k * 10**10``.
-    """
-    sequence = frame[SEQUENCE].astype("int64")
-    return sequence + 1 + sequence.groupby(sequence).cumcount().astype("int64") * _REPEAT
+    """The stand-in ids of one batch sent on its own (see :class:`StandInIds`)."""
+    return StandInIds(lambda _number: frame)(1)
 
 
-def requests(batch: pd.DataFrame, window: Window, patients: dict[str, int]) -> list[dict[str, Any]]:
-    """The prediction requests of one batch, spread over ``window`` in time order."""
+def requests(
+    batch: pd.DataFrame, ids: pd.Series, window: Window, patients: dict[str, int]
+) -> list[dict[str, Any]]:
+    """The prediction requests of one batch (its stand-in ``ids``), spread over ``window`` in
+    time order."""
     records = records_of(batch)
     span = window.end - window.start
     order = np.argsort(batch[SEQUENCE].to_numpy(), kind="stable")
-    ids = encounter_id(batch).tolist()
+    stand_ins = ids.tolist()
     keys = batch[PATIENT_KEY].astype(str).tolist()
     for rank, row in enumerate(order):
         record = records[row]
-        record["encounter_id"] = int(ids[row])
+        record["encounter_id"] = int(stand_ins[row])
         record["patient_nbr"] = patients[keys[row]]
         record[DISCHARGE_TIME] = (window.start + span * ((rank + 0.5) / len(order))).isoformat()
     return records
 
 
-def outcomes(batch: pd.DataFrame) -> list[dict[str, Any]]:
+def outcomes(batch: pd.DataFrame, ids: pd.Series) -> list[dict[str, Any]]:
     """The batch's 30-day outcomes as a hospital sends them (labels as injected)."""
     return [
         {"encounter_id": int(e), "readmitted": bool(y)}
-        for e, y in zip(encounter_id(batch), batch[TARGET], strict=True)
+        for e, y in zip(ids, batch[TARGET], strict=True)
     ]
 
 
