@@ -73,7 +73,8 @@ def test_a_window_holds_what_was_served_and_refused_in_it(tmp_path: Path) -> Non
     known = labelled(engine, "d", ORIGIN, CLOCK.window(1).end)
     assert known["encounter_key"].tolist() == ["a"] and known["model_version"].item() == "2"
     assert known["readmitted_30d"].item() == 1
-    assert label_coverage(engine, "d", CLOCK.window(1)) == (2, 1)  # a, b served; a known
+    # a, b served in window 1 (a known); c in window 2, known; nothing in window 3
+    assert label_coverage(engine, "d", CLOCK, 1, 3) == {1: (2, 1), 2: (1, 1)}
     assert read_window(engine, "d", CLOCK.window(5)).empty
 
 

@@ -184,19 +184,31 @@ def label_free_alarms(
 def realised_rows(context: LoopContext, window: Window, status: str) -> list[dict[str, Any]]:
     """Realised performance of the windows up to ``window`` (whose own status is ``status``)
     whose outcomes changed since they were last measured, within the look-back. A quarantined
-    window is never measured: what it served cannot be trusted to say how the model does."""
+    window is never measured: what it served cannot be trusted to say how the model does.
+
+    A window whose every encounter has its outcome cannot change any more, so the log is only
+    read from the oldest window still waiting for outcomes.
+    """
     first = max(1, window.number - context.settings.performance_lookback_windows + 1)
     measured = _measured(context, first, window.number)
+    complete = {n for n, (_, share) in measured.items() if share >= 1.0}
+    waiting = [n for n in range(first, window.number + 1) if n not in complete]
+    if not waiting:
+        return []
+    coverage = label_coverage(
+        context.engine, context.deployment, context.clock, waiting[0], window.number
+    )
     rows = []
-    for number in range(first, window.number + 1):
+    for number, (served, known) in sorted(coverage.items()):
+        if known == 0 or measured.get(number, (0, 0.0))[0] == known:
+            continue
         own = status if number == window.number else window_status(context, number)
         if own == "quarantined":
             continue
         earlier = context.clock.window(number)
-        served, known = label_coverage(context.engine, context.deployment, earlier)
-        if known == 0 or measured.get(number) == known:
-            continue
-        frame = labelled(context.engine, context.deployment, earlier.start, earlier.end)
+        frame = labelled(
+            context.engine, context.deployment, earlier.start, earlier.end, features=False
+        )
         for version, part in frame.groupby(MODEL_VERSION, sort=True):
             rows.append(
                 _performance_row(context, number, window.number, str(version), part, served)
@@ -204,17 +216,18 @@ def realised_rows(context: LoopContext, window: Window, status: str) -> list[dic
     return rows
 
 
-def _measured(context: LoopContext, first: int, last: int) -> dict[int, int]:
-    """How many labelled encounters each window had when last measured."""
+def _measured(context: LoopContext, first: int, last: int) -> dict[int, tuple[int, float]]:
+    """How many labelled encounters each window had when last measured, and their share."""
     table = window_performance
-    query = select(table.c.window, table.c.n_labelled).where(
+    query = select(table.c.window, table.c.n_labelled, table.c.labelled_share).where(
         table.c.deployment == context.deployment, table.c.window.between(first, last)
     )
     with context.engine.connect() as connection:
-        counts: dict[int, int] = {}
-        for number, n in connection.execute(query):
-            counts[number] = counts.get(number, 0) + int(n)
-    return counts
+        found: dict[int, tuple[int, float]] = {}
+        for number, n, share in connection.execute(query):
+            count, total = found.get(number, (0, 0.0))
+            found[number] = (count + int(n), total + float(share))
+    return found
 
 
 def _performance_row(

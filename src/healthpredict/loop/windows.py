@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import ColumnElement, Engine, Table, and_, func, select
+from sqlalchemy import ColumnElement, Engine, Table, and_, case, func, select
 
 from healthpredict.data.prepare import TARGET
 from healthpredict.data.pseudonym import ENCOUNTER_KEY, PATIENT_KEY
@@ -168,15 +168,19 @@ def records_of(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return features.astype(object).where(features.notna(), None).to_dict("records")  # type: ignore[return-value]
 
 
-def labelled(engine: Engine, deployment: str, start: datetime, end: datetime) -> pd.DataFrame:
+def labelled(
+    engine: Engine, deployment: str, start: datetime, end: datetime, features: bool = True
+) -> pd.DataFrame:
     """Predictions of ``[start, end)`` whose outcome has arrived, one per encounter.
 
     An encounter scored more than once counts once, with its latest prediction (a re-score
-    replaces the earlier answer). Columns: those of :func:`read_window` plus the target.
+    replaces the earlier answer). Columns: those of :func:`read_window` plus the target; the
+    contract's feature columns only with ``features`` (reading them is most of the cost).
     """
     log = predictions
+    logged = _LOGGED if features else _LOGGED[1:]
     query = (
-        select(*_LOGGED, outcomes.c.readmitted_30d)
+        select(*logged, outcomes.c.readmitted_30d)
         .join(
             outcomes,
             and_(
@@ -189,29 +193,46 @@ def labelled(engine: Engine, deployment: str, start: datetime, end: datetime) ->
     )
     with engine.connect() as connection:
         rows = connection.execute(query).all()
-    frame = _prediction_frame([row[:-1] for row in rows])
+    frame = _prediction_frame([(row[:-1] if features else ({}, *row[:-1])) for row in rows])
+    if not features:
+        frame = frame.drop(columns=list(FEATURE_COLUMNS))
     frame[TARGET] = [int(bool(row[-1])) for row in rows]
     return frame.drop_duplicates(ENCOUNTER_KEY, keep="last").reset_index(drop=True)
 
 
-def label_coverage(engine: Engine, deployment: str, window: Window) -> tuple[int, int]:
-    """How many of the window's encounters were served, and how many have an outcome."""
+def label_coverage(
+    engine: Engine, deployment: str, clock: WindowClock, first: int, last: int
+) -> dict[int, tuple[int, int]]:
+    """Per window from ``first`` to ``last``: how many encounters were served, and how many of
+    them have an outcome (windows with nothing served are left out).
+
+    One query for the whole range: each row is placed in its window by exact comparisons with
+    the window bounds, so no arithmetic on times can move it across a boundary.
+    """
     log = predictions
-    served = select(func.count(func.distinct(log.c.encounter_key))).where(
-        _in_window(log, deployment, window), log.c.encounter_key.is_not(None)
-    )
-    known = (
-        select(func.count(func.distinct(log.c.encounter_key)))
-        .join(
+    bounds = [clock.window(number) for number in range(first, last + 1)]
+    window = case(*[(log.c.occurred_at < b.end, b.number) for b in bounds]).label("window")
+    query = (
+        select(
+            window,
+            func.count(func.distinct(log.c.encounter_key)),
+            func.count(func.distinct(outcomes.c.encounter_key)),
+        )
+        .select_from(log)
+        .outerjoin(
             outcomes,
             and_(
                 outcomes.c.deployment == log.c.deployment,
                 outcomes.c.encounter_key == log.c.encounter_key,
             ),
         )
-        .where(_in_window(log, deployment, window))
+        .where(
+            log.c.deployment == deployment,
+            log.c.encounter_key.is_not(None),
+            log.c.occurred_at >= bounds[0].start,
+            log.c.occurred_at < bounds[-1].end,
+        )
+        .group_by(window)
     )
     with engine.connect() as connection:
-        return int(connection.execute(served).scalar() or 0), int(
-            connection.execute(known).scalar() or 0
-        )
+        return {int(n): (int(served), int(known)) for n, served, known in connection.execute(query)}
