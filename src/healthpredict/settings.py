@@ -321,7 +321,7 @@ class Settings(BaseSettings):
     )
     scenarios_file: Path | None = Field(
         default=None,
-        description="Drift scenario set (YAML) the simulation injects; default: the packaged "
+        description="Drift scenario set (YAML) a replay injects; default: the packaged "
         "scenarios/default.yaml.",
     )
     policies_file: Path | None = Field(
@@ -329,7 +329,9 @@ class Settings(BaseSettings):
         description="Retraining policies (YAML); default: the packaged policies.yaml.",
     )
     policy: str = Field(
-        default="drift", description="Retraining policy of `healthpredict simulate`, by name."
+        default="drift",
+        description="Retraining policy of the loop (`monitor`, `simulate`, the monitoring DAG), "
+        "by name.",
     )
     label_delay_batches: int = Field(
         default=1,
