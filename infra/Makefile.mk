@@ -3,7 +3,8 @@
 # Included by the main Makefile (`include infra/Makefile.mk`) and usable alone:
 #   make -f infra/Makefile.mk infra-synth
 #
-# Offline, no AWS account needed:  infra-synth  infra-lint  infra-test  infra-cost
+# Offline, no AWS account needed:  infra-synth  infra-lint  infra-checkov  infra-test  infra-cost
+# (infra-tools, which infra-checkov and infra-test need, installs checkov from the package index)
 # Real AWS (credentials, Node.js for npx, HEALTHPREDICT_INFRA_ADMIN_CIDR):
 #                                   infra-up  infra-stop  infra-down
 # Settings come from infra/cdk.json, overridden by HEALTHPREDICT_INFRA_* variables, e.g.
@@ -24,7 +25,8 @@ INFRA_REGION ?= $(or $(HEALTHPREDICT_INFRA_REGION),us-east-1)
 # jsii prints an end-of-life banner for Node 20 on every run.
 INFRA_ENV = JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION=1
 
-.PHONY: infra-synth infra-lint infra-test infra-cost infra-up infra-stop infra-down
+.PHONY: infra-synth infra-lint infra-checkov infra-tools infra-tools-lock infra-test infra-cost \
+	infra-up infra-stop infra-down
 
 # The app refuses to run without an admin CIDR. For an offline synth only, an unset one
 # becomes TEST-NET-1 (192.0.2.0/24, RFC 5737), which reaches nobody; infra-up gets no
@@ -42,8 +44,38 @@ infra-lint: infra-synth ## cfn-lint the synthesized template
 	$(INFRA_PYTHON) -c "import sys; from cfnlint.runner import main; sys.exit(main())" \
 		$(INFRA_DIR)/cdk.out/$(INFRA_STACK).template.json
 
-infra-test: ## Infrastructure tests: template assertions, cfn-lint, moto deployment (offline)
-	$(INFRA_ENV) $(PYTHON) -m pytest tests/infra -m infra
+# checkov runs from a venv of its own: its pins cannot resolve together with
+# requirements/lock.txt (see infra/checkov.in). Exact versions: infra/checkov-lock.txt.
+# Reinstalled only when the lock changes, like the project venv.
+UV ?= .venv/bin/uv
+CHECKOV_VENV ?= .venv/tools/checkov
+CHECKOV = $(CHECKOV_VENV)/bin/checkov
+CHECKOV_LOCK := $(INFRA_DIR)/checkov-lock.txt
+CHECKOV_INSTALLED = $(CHECKOV_VENV)/.installed-$(shell sha256sum $(CHECKOV_LOCK) 2>/dev/null | cut -c1-12)
+
+infra-tools: $(CHECKOV_INSTALLED) ## Install checkov (pinned) into its own venv, .venv/tools/checkov
+
+# Included by the main Makefile, the project venv (which brings uv) comes first, also
+# under make -j; used alone, the recipe says what is missing.
+$(CHECKOV_INSTALLED): $(CHECKOV_LOCK) | $(INSTALLED)
+	@test -x $(UV) || { echo "infra-tools: $(UV) missing, run 'make install' first"; exit 1; }
+	@test -x $(CHECKOV_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(CHECKOV_VENV)
+	$(UV) pip install --quiet --python $(CHECKOV_VENV)/bin/python -r $(CHECKOV_LOCK)
+	@rm -f $(CHECKOV_VENV)/.installed-* && touch $@
+
+infra-tools-lock: ## Re-resolve infra/checkov-lock.txt from infra/checkov.in
+	$(UV) pip compile $(INFRA_DIR)/checkov.in --python-version 3.11 --quiet \
+		--custom-compile-command "make infra-tools-lock" -o $(CHECKOV_LOCK)
+
+# Every check must pass or be skipped in the CDK code with a written reason
+# (resource metadata "checkov": {"skip": [...]}); see docs/infrastructure.md. Offline:
+# --skip-download keeps checkov from calling its vendor's platform.
+infra-checkov: infra-synth infra-tools ## checkov on the synthesized template (fails on any finding)
+	$(CHECKOV) --framework cloudformation --skip-download --compact --quiet \
+		-f $(INFRA_DIR)/cdk.out/$(INFRA_STACK).template.json
+
+infra-test: infra-tools ## Infrastructure tests: template assertions, cfn-lint, checkov, moto deployment (offline)
+	$(INFRA_ENV) HEALTHPREDICT_CHECKOV=$(abspath $(CHECKOV)) $(PYTHON) -m pytest tests/infra -m infra
 
 infra-cost: ## Estimated monthly cost of the stack as configured (infra/prices.yaml)
 	cd $(INFRA_DIR) && $(INFRA_PYTHON) -m healthpredict_infra.cost $(INFRA_COST_ARGS)
