@@ -65,6 +65,17 @@ deploy-validate: install ## Check compose file, Kubernetes overlays and Dockerfi
 clean: ## Remove the local data folder (prepared data, MLflow store) and caches
 	rm -rf data .pytest_cache .mypy_cache .ruff_cache
 
+.PHONY: images test-containers
+images: install ## Build the service and Airflow images (Docker or podman; stand-in bases from Debian where the upstream ones cannot be pulled)
+	$(VENV)/bin/healthpredict images build
+
+test-containers: install ## Run the images for real: the service container, the Kind overlay under kube play, the compose stack, delivery push
+	$(PYTHON) -m pytest -m containers -o addopts="-ra --strict-markers" tests/containers
+
+.PHONY: benchmark-containers
+benchmark-containers: install ## Print the service image's build times, size, start to ready, and latency through the container
+	$(PYTHON) benchmarks/containers.py
+
 .PHONY: test-dags
 test-dags: install ## DAG integrity and dag.test() runs of the training and delivery DAGs
 	$(PYTHON) -m pytest tests/orchestration

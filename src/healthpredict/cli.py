@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -25,6 +26,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Open, check and prepare the raw extract.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+images_app = typer.Typer(help="Build the project's container images.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
+stack_app = typer.Typer(help="The compose stack: up, healthy, and down.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
 outcomes_app = typer.Typer(
     help="Readmission outcomes, joined to what was predicted.", no_args_is_help=True
 )
@@ -311,6 +316,57 @@ def outcomes_load(
     finally:
         engine.dispose()
     typer.echo(report.summary())
+
+
+@images_app.command("build")
+def images_build(
+    tag: Annotated[str, typer.Option(help="Tag of the images built.")] = "0.1.0",
+) -> None:
+    """Build the service and the Airflow image with Docker or podman (on stand-in bases where
+    the upstream ones cannot be pulled)."""
+    from healthpredict.delivery.images import build_images
+
+    for built in _run(lambda: build_images(tag)):
+        typer.echo(f"{built.tag}: built on {built.base} in {built.seconds:.0f} s")
+
+
+EnvFileOption = Annotated[
+    Path, typer.Option("--env-file", help="The stack's secrets (deploy/compose/init_env.py).")
+]
+ProjectOption = Annotated[str, typer.Option(help="Compose project name.")]
+
+
+@stack_app.command("up")
+def stack_up(
+    env_file: EnvFileOption = Path("deploy/compose/.env"),
+    project: ProjectOption = "healthpredict",
+    override: Annotated[
+        list[Path] | None, typer.Option("--file", help="A further compose file on top.")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for health.")] = 900.0,
+) -> None:
+    """Build every image, bring the compose stack up, and wait until every service is
+    healthy (stand-ins where the upstream images cannot be pulled)."""
+    from healthpredict.delivery import stack
+
+    if not env_file.is_file():
+        typer.secho(f"error: no {env_file}: run deploy/compose/init_env.py", err=True)
+        raise typer.Exit(code=1)
+    compose = stack.Stack.for_machine(project, env_file, override or ())
+    for container in _run(lambda: stack.up(compose, timeout)):
+        typer.echo(f"{container.service}: {container.health or container.status}")
+
+
+@stack_app.command("down")
+def stack_down(
+    env_file: EnvFileOption = Path("deploy/compose/.env"),
+    project: ProjectOption = "healthpredict",
+) -> None:
+    """Stop the stack and remove its containers and volumes (its data goes with them)."""
+    from healthpredict.delivery import stack
+
+    _run(lambda: stack.down(stack.Stack.for_machine(project, env_file)))
+    typer.echo(f"{project}: down, nothing left")
 
 
 @app.command("report")

@@ -14,8 +14,13 @@ Instruction = tuple[str, str]
 
 
 def dockerfiles() -> list[Path]:
-    """Every Dockerfile of the project (``deploy/docker/Dockerfile.*``)."""
+    """Every Dockerfile of the project's images (``deploy/docker/Dockerfile.*``)."""
     return sorted(DOCKER_DIR.glob("Dockerfile*"))
+
+
+def standin_dockerfiles() -> list[Path]:
+    """The stand-in base images for machines that cannot pull the upstream ones."""
+    return sorted((DOCKER_DIR / "standin").glob("Dockerfile*"))
 
 
 def hadolint() -> str:

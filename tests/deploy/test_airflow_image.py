@@ -34,8 +34,10 @@ def test_base_is_the_official_image_of_the_locked_airflow_on_python_3_11() -> No
 
 def test_installs_the_package_against_the_lock_without_dev_tools() -> None:
     runs = [args for op, args in instructions(DOCKERFILE) if op == "RUN" and "pip install" in args]
-    assert len(runs) == 1
-    (install,) = runs
+    # Dependencies first (code changes keep that layer), then the package alone.
+    assert len(runs) == 2
+    install, package = runs
+    assert "--no-deps" in package and "-c requirements/lock.txt" not in package
     assert "-c requirements/lock.txt" in install and "--no-cache-dir" in install
     # Airflow is named at the image's version, so the resolver can never replace it.
     assert '"apache-airflow==${AIRFLOW_VERSION}"' in install

@@ -9,6 +9,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 
 from healthpredict.settings import Settings
 from tests.deploy.conftest import COMPOSE_DIR
@@ -196,3 +197,56 @@ def test_the_real_env_file_is_git_ignored() -> None:
         ["git", "-C", str(ROOT), "check-ignore", "-q", "deploy/compose/.env"], check=False
     )
     assert result.returncode == 0, "deploy/compose/.env must be git-ignored"
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """YAML with Compose's merge tags: ``!override`` replaces, ``!reset`` removes."""
+
+
+_ComposeLoader.add_constructor(
+    "!override",
+    lambda loader, node: loader.construct_sequence(node),  # type: ignore[arg-type]
+)
+
+
+def _standin_override() -> dict[str, Any]:
+    return dict(yaml.load((COMPOSE_DIR / "compose.standin.yaml").read_text(), _ComposeLoader))
+
+
+def test_the_standin_override_is_valid_compose(compose_schema: dict[str, Any]) -> None:
+    errors = list(jsonschema.Draft7Validator(compose_schema).iter_errors(_standin_override()))
+    assert not errors, [e.message for e in errors]
+
+
+def test_the_standin_override_replaces_only_what_cannot_be_pulled(
+    compose: dict[str, Any],
+) -> None:
+    # compose.yaml keeps the real images; the override swaps the two upstream services for
+    # stand-ins, points the project builds at stand-in bases, and changes nothing else:
+    # no port, secret, volume or dependency.
+    override = _standin_override()["services"]
+    assert set(override) <= set(compose["services"])
+    for name, service in override.items():
+        assert not {"ports", "volumes", "depends_on", "environment"} & set(service), name
+        image = service.get("image", "")
+        built = "build" in compose["services"][name]
+        if built:
+            assert set(service) == {"build"} and set(service["build"]) == {"args"}, name
+            assert all(
+                v.startswith("localhost/healthpredict-standin/")
+                for v in service["build"]["args"].values()
+            ), name
+        elif image:
+            assert image.startswith(("localhost/healthpredict-standin/", "healthpredict-")), name
+    upstream = {n for n, s in compose["services"].items() if "build" not in s}
+    assert upstream <= set(override), "every upstream image has a stand-in"
+
+
+def test_airflow_init_waits_for_its_database_through_the_image_entrypoint(
+    compose: dict[str, Any],
+) -> None:
+    # Not every compose implementation waits for a healthy dependency (podman-compose on
+    # podman < 4.6): the image's entrypoint waits for the metadata database, so keep it.
+    init = compose["services"]["airflow-init"]
+    assert "entrypoint" not in init
+    assert init["command"][:2] == ["bash", "-ec"]

@@ -81,6 +81,10 @@ class MlflowServer:
     log: Path
     port: int = field(default_factory=_free_port)
     process: subprocess.Popen[bytes] | None = None
+    # Containers reach a server on the host through the bridge, so it may need to listen on
+    # every interface and answer their Host header (MLflow refuses unknown ones).
+    bind: str = "127.0.0.1"
+    allowed_hosts: str | None = None
 
     @property
     def url(self) -> str:
@@ -97,11 +101,12 @@ class MlflowServer:
             "--artifacts-destination",
             self.artifacts_destination,
             "--host",
-            "127.0.0.1",
+            self.bind,
             "--port",
             str(self.port),
             "--workers",
             "1",
+            *(["--allowed-hosts", self.allowed_hosts] if self.allowed_hosts else []),
         ]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
