@@ -17,11 +17,16 @@ The continuous delivery of the prediction service:
 Any failure after the revision was recorded triggers **roll_back** (`kubectl rollout undo` to
 that revision) and leaves the champion alias where it was.
 
+The push is checked: the digest the engine pushed must be the one the registry then holds
+under the tag; a mismatch fails the task, and its retries too (they find the tag, and compare
+it with the digest the journal says was pushed).
+
 Params: `image_tag` (empty: `HEALTHPREDICT_DELIVERY_IMAGE_TAG`) and `model_version` (the
 challenger the gate passed; empty for an image-only release). With
 `HEALTHPREDICT_DELIVERY_DRY_RUN=true` the docker/kubectl/aws commands are recorded in the
-delivery journal instead of run. One delivery at a time: two rollouts would fight over the
-Deployment.
+delivery journal instead of run; with `HEALTHPREDICT_DELIVERY_CLUSTER_DRY_RUN=true` only the
+kubectl ones are, and the image is built, pushed and checked for real. One delivery at a time:
+two rollouts would fight over the Deployment.
 
 Wiring only: every task calls one function of `healthpredict.delivery`.
 """

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -210,6 +211,12 @@ class Settings(BaseSettings):
         description="Record the docker/kubectl/aws commands a delivery would run in the journal "
         "instead of running them (the registry and the smoke test are still real).",
     )
+    delivery_cluster_dry_run: bool = Field(
+        default=False,
+        description="Record only the kubectl commands in the journal (revision, pull Secret, "
+        "rollout, wait, rollback): the image is built, pushed and its digest checked for real. "
+        "For a machine with a container engine and a registry but no cluster.",
+    )
     delivery_journal_file: Path | None = Field(
         default=None,
         description="JSON-lines journal of every delivery step and command; default "
@@ -233,6 +240,28 @@ class Settings(BaseSettings):
     delivery_repository: str = Field(
         default="healthpredict", description="Image repository of the service in the registry."
     )
+    delivery_registry_login: Literal["ecr", "password", "none"] = Field(
+        default="ecr",
+        description="How to log in to the registry: 'ecr' (`aws ecr get-login-password`; the "
+        "tag is looked up with `aws ecr describe-images`), 'password' (the _USERNAME and "
+        "_PASSWORD below) or 'none'; with the last two the tag and its digest are read from the "
+        "registry's HTTP API.",
+    )
+    delivery_registry_username: str | None = Field(
+        default=None,
+        description="Registry user when HEALTHPREDICT_DELIVERY_REGISTRY_LOGIN=password.",
+    )
+    delivery_registry_password: SecretStr | None = Field(
+        default=None,
+        description="Registry password or token when HEALTHPREDICT_DELIVERY_REGISTRY_LOGIN="
+        "password; given to docker login on stdin and to the registry's API in a header, never "
+        "in an argument or the journal.",
+    )
+    delivery_registry_insecure: bool = Field(
+        default=False,
+        description="Plain HTTP to the registry, no TLS (podman: --tls-verify=false); refused "
+        "unless the registry is on loopback (127.0.0.1, localhost, [::1]).",
+    )
     delivery_aws_region: str | None = Field(
         default=None, description="Region of the registry; default: the AWS CLI's configuration."
     )
@@ -246,6 +275,17 @@ class Settings(BaseSettings):
     )
     delivery_build_context: Path = Field(
         default=Path("."), description="Build context of the service image (the repository)."
+    )
+    delivery_base_image: str | None = Field(
+        default=None,
+        description="Base image the build passes as PYTHON_IMAGE; default: the Dockerfile's "
+        "pinned upstream tag. Where that cannot be pulled, the stand-in `healthpredict images "
+        "build` makes (localhost/healthpredict-standin/python:3.11-bookworm).",
+    )
+    delivery_build_host_sources: bool = Field(
+        default=False,
+        description="Mount the machine's package sources (apt sources and settings, pip's index, "
+        "CA bundle) into the build, for the build only; podman only (docker build cannot mount).",
     )
     delivery_kube_context: str | None = Field(
         default=None, description="kubectl context; default: the current context."

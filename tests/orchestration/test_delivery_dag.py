@@ -1,9 +1,11 @@
 """The delivery DAG with ``dag.test()``: dry runs against the real registry and a real service.
 
 In a dry run the docker/kubectl/aws commands are recorded in the journal, while the smoke test
-calls a real prediction service on loopback and the promotion moves the real alias. A last
-test runs the commands for real, through stand-in docker/aws/kubectl executables, with a
-rollout that never becomes ready.
+calls a real prediction service on loopback and the promotion moves the real alias. The last
+tests run the commands for real, through stand-in docker/aws/kubectl executables: a cluster dry
+run (docker and aws run, kubectl is only journaled), a push whose digest the registry does not
+hold, and a rollout that never becomes ready. tests/containers/test_delivery_push.py runs the
+build and push with podman and a real registry.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from healthpredict.delivery.commands import read_journal
 from tests.orchestration.airflow_env import environment, run_dag
 from tests.orchestration.conftest import API_KEY, Trained
 
@@ -71,8 +74,6 @@ def delivery_env(trained: Trained, live_service: str, tmp_path: Path) -> dict[st
 def _deliver(
     dagbag: Any, env: dict[str, str], image_tag: str, model_version: str
 ) -> tuple[str, dict[str, str], list[dict[str, Any]]]:
-    from healthpredict.delivery.commands import read_journal
-
     with environment(env):
         run = run_dag(
             dagbag.dags[DELIVERY], {"image_tag": image_tag, "model_version": model_version}
@@ -151,13 +152,18 @@ def test_bad_tag_is_refused_before_anything_runs(
     assert _aliases(registry) == before
 
 
+DIGEST = "sha256:" + "5b34a91d" * 8
 FAKE = """#!/bin/bash
-# Stand-in for {name}: logs its arguments; the kubectl rollout never becomes ready.
+# Stand-in for {name}: logs its arguments; ECR holds the pushed digest once pushed; the
+# kubectl rollout never becomes ready.
 echo "$(date +%s.%N) {name} $*" >> {log}
 case "{name} $*" in
-  "aws ecr describe-images"*) echo "ImageNotFoundException" >&2; exit 254 ;;
+  "aws ecr describe-images"*)
+    if [ -e {folder}/pushed ]; then echo {held}; exit 0; fi
+    echo "ImageNotFoundException" >&2; exit 254 ;;
   "aws ecr get-login-password"*) echo "not-a-real-password" ;;
   "docker login"*) cat > {folder}/login-stdin ;;
+  "docker push"*) touch {folder}/pushed; echo "{tag}: digest: {digest} size: 1234" ;;
   *"apply -f -"*) cat > {folder}/pull-secret.json ;;
   *"get deployment/"*) echo -n 7 ;;
   *"rollout undo"*) touch {folder}/undone ;;
@@ -168,14 +174,82 @@ esac
 """
 
 
-def _fake_tools(folder: Path) -> dict[str, str]:
+def _fake_tools(folder: Path, held: str = DIGEST) -> dict[str, str]:
+    """docker, aws and kubectl stand-ins; ECR holds ``held`` under the tag once it is pushed."""
     commands = {}
     for name in ("docker", "aws", "kubectl"):
         path = folder / name
-        path.write_text(FAKE.format(name=name, log=folder / "calls.log", folder=folder))
+        path.write_text(
+            FAKE.format(
+                name=name,
+                log=folder / "calls.log",
+                folder=folder,
+                tag=TAG,
+                digest=DIGEST,
+                held=held,
+            )
+        )
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
         commands[f"HEALTHPREDICT_DELIVERY_{name.upper()}_COMMAND"] = str(path)
     return commands
+
+
+def _called(folder: Path) -> list[str]:
+    log = folder / "calls.log"
+    return [line.split(" ", 2)[1] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_cluster_dry_run_builds_and_pushes_and_only_records_kubectl(
+    dagbag: Any, delivery_env: dict[str, str], registry: Any, tmp_path: Path
+) -> None:
+    env = {
+        **delivery_env,
+        **_fake_tools(tmp_path),
+        "HEALTHPREDICT_DELIVERY_DRY_RUN": "false",
+        "HEALTHPREDICT_DELIVERY_CLUSTER_DRY_RUN": "true",
+    }
+    state, tasks, journal = _deliver(dagbag, env, TAG, "")
+    assert state == "success", tasks
+    assert set(_called(tmp_path)) == {"aws", "docker"}, "kubectl never ran"
+    executed = {e["step"]: e["executed"] for e in journal if e["event"] == "command"}
+    assert executed == {
+        "image-exists": True,
+        "build": True,
+        "registry-login": True,
+        "push": True,
+        "push-digest": True,
+        "record-revision": False,
+        "roll-out": False,
+        "rollout-status": False,
+    }
+    planned = next(e for e in journal if e["event"] == "planned")
+    assert planned["dry_run"] is False and planned["cluster_dry_run"] is True
+
+
+def test_a_push_the_registry_does_not_hold_fails_and_so_do_its_retries(
+    delivery_env: dict[str, str], tmp_path: Path
+) -> None:
+    from healthpredict.delivery import rollout
+
+    other = "sha256:" + "0" * 64
+    env = {
+        **delivery_env,
+        **_fake_tools(tmp_path, held=other),
+        "HEALTHPREDICT_DELIVERY_DRY_RUN": "false",
+        "HEALTHPREDICT_DELIVERY_CLUSTER_DRY_RUN": "true",
+    }
+    with environment(env):
+        release = rollout.plan(TAG, "")
+        rollout.build_image(release)
+        with pytest.raises(rollout.PushError, match=f"reported digest {DIGEST}.* holds {other}"):
+            rollout.push_image(release)
+        # A retry finds the tag: it must not skip the push into a rollout of the wrong image.
+        with pytest.raises(rollout.PushError, match=f"pushed as {DIGEST}.* holds {other}"):
+            rollout.push_image(release)
+    journal = read_journal(Path(env["HEALTHPREDICT_DELIVERY_JOURNAL_FILE"]))
+    pushed = next(e for e in journal if e["event"] == "pushed")
+    assert (pushed["digest"], pushed["registry_digest"]) == (DIGEST, other)
+    assert _called(tmp_path).count("docker") == 3, "build, login, push: once each"
 
 
 def test_rollout_that_never_becomes_ready_is_rolled_back_within_its_timeout(
@@ -208,5 +282,7 @@ def test_rollout_that_never_becomes_ready_is_rolled_back_within_its_timeout(
     assert login["auths"][REGISTRY]["password"] == "not-a-real-password"
     assert "not-a-real-password" not in json.dumps(journal)
     assert all(e["executed"] for e in journal if e["event"] == "command")
+    pushed = next(e for e in journal if e["event"] == "pushed")
+    assert pushed["digest"] == pushed["registry_digest"] == DIGEST
     assert _aliases(registry) == before
     assert time.monotonic() - started < 60

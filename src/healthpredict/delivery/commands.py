@@ -3,7 +3,9 @@
 Every command is an argument list (never a shell line: a tag or a name cannot inject anything),
 runs in its own process group with a timeout, and is written to a JSON-lines journal with what
 came of it. In a dry run nothing runs: the journal shows what would have run, in order, which
-is how the delivery DAG is tested on a machine without Docker or a cluster.
+is how the delivery DAG is tested on a machine without Docker or a cluster. A cluster dry run
+records only the kubectl commands: the image steps run for real, which is how the build and push
+are tested on a machine with a container engine and a registry but no cluster.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,13 +71,11 @@ class CommandRunner:
         self.default_timeout = default_timeout
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> CommandRunner:
-        """The runner the settings describe."""
-        return cls(
-            journal_path(settings),
-            settings.delivery_dry_run,
-            settings.delivery_command_timeout_seconds,
-        )
+    def from_settings(cls, settings: Settings, *, cluster: bool = False) -> CommandRunner:
+        """The runner the settings describe; ``cluster`` for the kubectl steps, which a cluster
+        dry run records while the image steps run."""
+        dry_run = settings.delivery_dry_run or (cluster and settings.delivery_cluster_dry_run)
+        return cls(journal_path(settings), dry_run, settings.delivery_command_timeout_seconds)
 
     def run(
         self,
@@ -95,6 +95,8 @@ class CommandRunner:
             result = CommandResult(step, argv, False, 0, "", "", 0.0)
         else:
             result = self._execute(step, argv, timeout or self.default_timeout, stdin)
+        # A failure keeps the end of what it said (secrets go in on stdin, never out).
+        failed = {"output": _tail(result.stderr or result.stdout)} if result.returncode else {}
         self.note(
             "command",
             step=step,
@@ -102,6 +104,7 @@ class CommandRunner:
             executed=result.executed,
             returncode=result.returncode,
             seconds=round(result.seconds, 3),
+            **failed,
         )
         if check and result.returncode != 0:
             raise CommandError(
@@ -120,6 +123,25 @@ class CommandRunner:
         if not result.executed or result.returncode != 0:
             return None
         return result.stdout
+
+    def ask(self, step: str, question: Callable[[], str | None], **fields: Any) -> str | None:
+        """A read-only question that is not a command (a registry's HTTP API), journaled.
+
+        Like :meth:`query`, unknown (None) in a dry run, where nothing is asked. Errors are
+        journaled and raised: a registry that cannot be asked cannot be pushed to either.
+        """
+        if self.dry_run:
+            self.note("question", step=step, executed=False, **fields)
+            return None
+        started = time.monotonic()
+        try:
+            answer = question()
+        except Exception as error:
+            self.note("question", step=step, executed=True, error=str(error), **fields)
+            raise
+        seconds = round(time.monotonic() - started, 3)
+        self.note("question", step=step, executed=True, answer=answer, seconds=seconds, **fields)
+        return answer
 
     def note(self, event: str, **fields: Any) -> None:
         """Append one event to the journal (commands, checks, the alias move)."""

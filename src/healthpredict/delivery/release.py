@@ -1,8 +1,12 @@
-"""What a delivery ships: one immutable image tag and, optionally, one registered model version.
+"""What a delivery ships, and the registry that holds it.
 
-The release is checked before anything is built or pushed: a tag that is empty, mutable
-(``latest``, ``main``...) or not of the strict form below is refused, and so is a delivery
-without a registry or a live endpoint to verify it on.
+The release is one immutable image tag and, optionally, one registered model version. It is
+checked before anything is built or pushed: a tag that is empty, mutable (``latest``,
+``main``...) or not of the strict form below is refused, and so is a delivery without a
+registry or a live endpoint to verify it on, or with a registry setting that cannot work (an
+ECR login for a registry that is not ECR, plain HTTP to a registry off loopback).
+
+What the registry holds, and logging in to it: :mod:`healthpredict.delivery.registry`.
 """
 
 from __future__ import annotations
@@ -10,7 +14,11 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+from healthpredict.delivery import engine
+from healthpredict.delivery.commands import tool
+from healthpredict.delivery.registry import is_loopback, registry_host
 from healthpredict.settings import Settings
 
 # A commit id (7-40 lowercase hex) or a version (v1.2.3, 1.2.3-rc.1): names that always mean
@@ -20,6 +28,7 @@ TAG_PATTERN = re.compile(
 )
 _MUTABLE_TAGS = {"latest", "stable", "main", "master", "dev", "edge", "prod", "production"}
 _VERSION_PATTERN = re.compile(r"[1-9]\d{0,8}")
+_ECR_HOST = re.compile(r"\d{12}\.dkr\.ecr(?:-fips)?\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?")
 
 
 class ReleaseError(ValueError):
@@ -71,12 +80,13 @@ def plan_release(settings: Settings, image_tag: str | None, model_version: str |
     """Check everything a delivery needs before its first command; return the release.
 
     Raises:
-        ReleaseError: A bad tag or version, or no registry or live endpoint configured.
+        ReleaseError: A bad tag or version, no registry or live endpoint configured, or
+            registry or build settings that cannot work together.
     """
     tag = check_tag((image_tag or settings.delivery_image_tag or "").strip())
     version = check_model_version((model_version or "").strip() or None)
-    if not settings.delivery_registry:
-        raise ReleaseError("HEALTHPREDICT_DELIVERY_REGISTRY is not set: nowhere to push the image")
+    registry = check_registry(settings)
+    check_build(settings)
     if not settings.delivery_service_url:
         raise ReleaseError(
             "HEALTHPREDICT_DELIVERY_SERVICE_URL is not set: a rollout that cannot be verified "
@@ -84,5 +94,47 @@ def plan_release(settings: Settings, image_tag: str | None, model_version: str |
         )
     if settings.api_key is None:
         raise ReleaseError("HEALTHPREDICT_API_KEY is not set: the smoke test cannot call /predict")
-    image = f"{settings.delivery_registry.rstrip('/')}/{settings.delivery_repository}:{tag}"
-    return Release(tag, image, version)
+    return Release(tag, f"{registry}/{settings.delivery_repository}:{tag}", version)
+
+
+def check_registry(settings: Settings) -> str:
+    """The registry setting, if its login and transport can work; raise ReleaseError otherwise."""
+    registry = (settings.delivery_registry or "").strip().rstrip("/")
+    if not registry:
+        raise ReleaseError("HEALTHPREDICT_DELIVERY_REGISTRY is not set: nowhere to push the image")
+    host = registry_host(registry)
+    name = urlsplit(f"//{host}").hostname or ""
+    login = settings.delivery_registry_login
+    if login == "ecr" and not _ECR_HOST.fullmatch(name):
+        raise ReleaseError(
+            f"registry {host} is not an ECR registry (<account>.dkr.ecr.<region>.amazonaws.com): "
+            "set HEALTHPREDICT_DELIVERY_REGISTRY_LOGIN to 'password' or 'none'"
+        )
+    if login == "password" and not (
+        settings.delivery_registry_username and settings.delivery_registry_password
+    ):
+        raise ReleaseError(
+            "HEALTHPREDICT_DELIVERY_REGISTRY_LOGIN=password needs "
+            "HEALTHPREDICT_DELIVERY_REGISTRY_USERNAME and HEALTHPREDICT_DELIVERY_REGISTRY_PASSWORD"
+        )
+    if login == "none" and settings.delivery_pull_secret:
+        raise ReleaseError(
+            "HEALTHPREDICT_DELIVERY_PULL_SECRET needs a registry login to put in the Secret: "
+            "unset it, or set HEALTHPREDICT_DELIVERY_REGISTRY_LOGIN"
+        )
+    if settings.delivery_registry_insecure and not is_loopback(name):
+        raise ReleaseError(
+            f"HEALTHPREDICT_DELIVERY_REGISTRY_INSECURE is refused for {host}: plain HTTP would "
+            "carry the image and the login unprotected; it is for a registry on loopback only"
+        )
+    return registry
+
+
+def check_build(settings: Settings) -> None:
+    """Raise ReleaseError when the build settings ask for what the engine cannot do."""
+    docker = tool(settings.delivery_docker_command)
+    if settings.delivery_build_host_sources and not engine.is_podman(docker):
+        raise ReleaseError(
+            "HEALTHPREDICT_DELIVERY_BUILD_HOST_SOURCES needs podman (`docker build` cannot mount "
+            "the machine's package sources): set HEALTHPREDICT_DELIVERY_DOCKER_COMMAND=podman"
+        )
