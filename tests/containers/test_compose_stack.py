@@ -26,6 +26,7 @@ from healthpredict.delivery import stack
 from healthpredict.loop.service import free_port
 from healthpredict.serving.examples import EXAMPLE_ENCOUNTER
 from tests.containers.conftest import engine_or_skip
+from tests.orchestration.conftest import QUICK_TRAINING
 from tests.synthetic import make_raw_frame, write_csv
 
 # Building every image and starting eleven services takes minutes on two cores.
@@ -33,17 +34,10 @@ pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800)]
 TRAINING_DAG = "healthpredict_training"
 MODEL = "health-predict-readmission"
 PORTS = ("SERVICE_HOST_PORT", "MLFLOW_HOST_PORT", "AIRFLOW_HOST_PORT", "MINIO_CONSOLE_HOST_PORT")
-# What the training task needs to be quick on a synthetic extract (tests/orchestration's).
-QUICK_TRAINING = {
+# The extract the override below mounts, and tests/orchestration's small budgets.
+TRAINING = {
     "HEALTHPREDICT_DATA_SOURCE": "/opt/airflow/source/diabetic_data.csv",
-    "HEALTHPREDICT_INITIAL_WINDOW_FRACTION": "0.7",
-    "HEALTHPREDICT_N_BATCHES": "3",
-    "HEALTHPREDICT_BOOTSTRAP_ROUNDS": "50",
-    "HEALTHPREDICT_CV_FOLDS": "3",
-    "HEALTHPREDICT_MIN_CHAMPION_ROC_AUC": "0.5",
-    "HEALTHPREDICT_TUNE_TRIALS": "1",
-    "HEALTHPREDICT_TUNE_FOLDS": "2",
-    "HEALTHPREDICT_TUNE_TIME_BUDGET_SECONDS": "120",
+    **QUICK_TRAINING,
 }
 
 
@@ -73,7 +67,7 @@ def running(
     source.chmod(0o644)
     override = folder / "compose.test.yaml"
     scheduler = {  # LocalExecutor: the scheduler's container runs the tasks
-        "environment": QUICK_TRAINING,
+        "environment": TRAINING,
         "volumes": [f"{source}:/opt/airflow/source/diabetic_data.csv:ro"],
     }
     override.write_text(yaml.safe_dump({"services": {"airflow-scheduler": scheduler}}))

@@ -46,6 +46,22 @@ def dagbag() -> Any:
     return dag_bag()
 
 
+# What a training run needs to take a minute on a small synthetic extract: few batches, small
+# search and bootstrap budgets, a gate that accepts a weak first model.
+QUICK_TRAINING = {
+    "HEALTHPREDICT_INITIAL_WINDOW_FRACTION": "0.7",
+    "HEALTHPREDICT_N_BATCHES": "3",
+    "HEALTHPREDICT_TEST_FRACTION": "0.2",
+    "HEALTHPREDICT_GATE_WINDOW": "batch_001",
+    "HEALTHPREDICT_BOOTSTRAP_ROUNDS": "50",
+    "HEALTHPREDICT_CV_FOLDS": "3",
+    "HEALTHPREDICT_MIN_CHAMPION_ROC_AUC": "0.5",
+    "HEALTHPREDICT_TUNE_TRIALS": "1",
+    "HEALTHPREDICT_TUNE_FOLDS": "2",
+    "HEALTHPREDICT_TUNE_TIME_BUDGET_SECONDS": "120",
+}
+
+
 def training_env(folder: Path) -> dict[str, str]:
     """Settings of the DAG runs: a synthetic extract, small budgets, this folder only."""
     source = folder / "diabetic_data.csv"
@@ -54,16 +70,7 @@ def training_env(folder: Path) -> dict[str, str]:
         "HEALTHPREDICT_DATA_SOURCE": str(source),
         "HEALTHPREDICT_DATA_DIR": str(folder / "data"),
         "HEALTHPREDICT_ID_SALT": "orchestration-test-salt",
-        "HEALTHPREDICT_INITIAL_WINDOW_FRACTION": "0.7",
-        "HEALTHPREDICT_N_BATCHES": "3",
-        "HEALTHPREDICT_TEST_FRACTION": "0.2",
-        "HEALTHPREDICT_GATE_WINDOW": "batch_001",
-        "HEALTHPREDICT_BOOTSTRAP_ROUNDS": "50",
-        "HEALTHPREDICT_CV_FOLDS": "3",
-        "HEALTHPREDICT_MIN_CHAMPION_ROC_AUC": "0.5",
-        "HEALTHPREDICT_TUNE_TRIALS": "1",
-        "HEALTHPREDICT_TUNE_FOLDS": "2",
-        "HEALTHPREDICT_TUNE_TIME_BUDGET_SECONDS": "120",
+        **QUICK_TRAINING,
     }
 
 

@@ -53,3 +53,13 @@ def test_build_options_mount_the_package_sources_for_podman_only() -> None:
     assert all(mount.endswith(":ro") for mount in mounts)
     assert any(":/etc/apt/sources.list.d:ro" in mount for mount in mounts)
     assert not any("pip.conf" in mount for mount in mounts)
+
+
+def test_the_stack_builds_the_tag_its_env_file_names(tmp_path: Path) -> None:
+    from healthpredict.delivery.stack import Stack
+
+    env_file = tmp_path / ".env"
+    env_file.write_text("POSTGRES_PASSWORD=x\nHEALTHPREDICT_IMAGE_TAG=1.2.3\n")
+    assert Stack("p", env_file, (COMPOSE_FILE,)).image_tag == "1.2.3"
+    env_file.write_text("# HEALTHPREDICT_IMAGE_TAG=9.9.9\nHEALTHPREDICT_IMAGE_TAG=\n")
+    assert Stack("p", env_file, (COMPOSE_FILE,)).image_tag == "0.1.0"

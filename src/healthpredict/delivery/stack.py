@@ -62,6 +62,15 @@ class Stack:
         return cls(project, env_file, (COMPOSE_FILE, *standin, *extra))
 
     @property
+    def image_tag(self) -> str:
+        """The project images' tag compose runs: the .env file's HEALTHPREDICT_IMAGE_TAG."""
+        for line in self.env_file.read_text().splitlines():
+            name, _, value = line.partition("=")
+            if name.strip() == "HEALTHPREDICT_IMAGE_TAG" and value.strip():
+                return value.strip()
+        return "0.1.0"  # compose.yaml's default
+
+    @property
     def uses_standins(self) -> bool:
         """Whether the stand-in override is among the files."""
         return STANDIN_FILE in self.files
@@ -100,18 +109,18 @@ class Container:
         return self.status == "running"
 
 
-def build(stack: Stack, tag: str = "0.1.0") -> list[images.Built]:
-    """Every image the stack runs, one after the other."""
-    built = images.build_images(tag)
+def build(stack: Stack) -> list[images.Built]:
+    """Every image the stack runs, one after the other, tagged as compose runs them."""
+    built = images.build_images(stack.image_tag)
     if stack.uses_standins:
         standins.postgres()
         standins.s3()
     return built
 
 
-def up(stack: Stack, timeout: float = 900.0, tag: str = "0.1.0") -> list[Container]:
+def up(stack: Stack, timeout: float = 900.0) -> list[Container]:
     """Build, bring every service up, and wait until all are settled (StackError if not)."""
-    build(stack, tag)
+    build(stack)
     deadline = time.monotonic() + timeout
     if not engine.is_podman(engine.engine()):
         engine.run(stack.compose("up", "-d", "--build", "--wait"), timeout=timeout)
