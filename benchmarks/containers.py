@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
@@ -116,14 +115,7 @@ def _percentiles(times: list[float]) -> tuple[float, float]:
 
 def serving(folder: Path) -> None:
     """Part 3 and 4."""
-    server = MlflowServer(
-        backend_uri=f"sqlite:///{folder / 'mlflow.db'}",
-        artifacts_destination=str(folder / "art"),
-        env={k: v for k, v in os.environ.items() if not k.startswith("HEALTHPREDICT_")},
-        log=folder / "mlflow.log",
-        bind="0.0.0.0",
-        allowed_hosts="host.containers.internal:*,127.0.0.1:*,localhost:*",
-    )
+    server = MlflowServer.for_containers(folder)
     server.start()
     try:
         settings = Settings(

@@ -83,14 +83,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     from healthpredict.settings import Settings
 
     folder = tmp_path_factory.mktemp("container-registry")
-    server = MlflowServer(
-        backend_uri=f"sqlite:///{folder / 'mlflow.db'}",
-        artifacts_destination=str(folder / "artifacts"),
-        env={k: v for k, v in os.environ.items() if not k.startswith("HEALTHPREDICT_")},
-        log=folder / "mlflow.log",
-        bind="0.0.0.0",
-        allowed_hosts=f"{HOST_FROM_CONTAINER}:*,127.0.0.1:*,localhost:*",
-    )
+    server = MlflowServer.for_containers(folder)
     server.start()
     source = folder / "diabetic_data.csv"
     write_csv(make_raw_frame(2500, seed=11), str(source))

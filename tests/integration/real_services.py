@@ -86,6 +86,19 @@ class MlflowServer:
     bind: str = "127.0.0.1"
     allowed_hosts: str | None = None
 
+    @classmethod
+    def for_containers(cls, folder: Path) -> MlflowServer:
+        """A server in ``folder`` (SQLite, local artifacts) that containers on the default
+        bridge reach as ``host.containers.internal``; not started."""
+        return cls(
+            backend_uri=f"sqlite:///{folder / 'mlflow.db'}",
+            artifacts_destination=str(folder / "artifacts"),
+            env={k: v for k, v in os.environ.items() if not k.startswith("HEALTHPREDICT_")},
+            log=folder / "mlflow.log",
+            bind="0.0.0.0",
+            allowed_hosts="host.containers.internal:*,127.0.0.1:*,localhost:*",
+        )
+
     @property
     def url(self) -> str:
         """The tracking URI clients use."""

@@ -10,6 +10,7 @@ or written into this repository.
 from __future__ import annotations
 
 import configparser
+import functools
 import os
 import re
 import shutil
@@ -44,19 +45,25 @@ class Built:
     seconds: float
 
 
+@functools.cache
+def _engine() -> tuple[str, ...]:
+    if shutil.which("docker") and succeeds(["docker", "info"]):
+        return ("docker",)
+    if shutil.which("podman"):
+        return ("podman",)
+    raise ImageError(
+        "no container engine: install Docker, or podman (docs/orchestration_and_delivery.md)"
+    )
+
+
 def engine() -> list[str]:
-    """The container engine's command: docker when its daemon answers, else podman.
+    """The container engine's command: docker when its daemon answers, else podman; asked
+    once per process (``docker info`` is a round trip, and every engine call needs the answer).
 
     Raises:
         ImageError: Neither is usable.
     """
-    if shutil.which("docker") and succeeds(["docker", "info"]):
-        return ["docker"]
-    if shutil.which("podman"):
-        return ["podman"]
-    raise ImageError(
-        "no container engine: install Docker, or podman (docs/orchestration_and_delivery.md)"
-    )
+    return list(_engine())
 
 
 def is_podman(command: Sequence[str]) -> bool:
