@@ -109,7 +109,7 @@ class Container:
         return self.status == "running"
 
 
-def build(stack: Stack) -> list[images.Built]:
+def build(stack: Stack) -> list[engine.Built]:
     """Every image the stack runs, one after the other, tagged as compose runs them."""
     built = images.build_images(stack.image_tag)
     if stack.uses_standins:
