@@ -15,7 +15,7 @@ INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml requirements/lock.txt
 SHARED_EXTRACT := ../shared/data/dataset_diabetes.zip
 export HEALTHPREDICT_DATA_SOURCE ?= $(if $(wildcard $(SHARED_EXTRACT)),$(abspath $(SHARED_EXTRACT)),uci)
 
-.PHONY: install demo test lint lock benchmark benchmark-search benchmark-load benchmark-loop benchmark-monitoring deploy-validate clean help
+.PHONY: install demo test lint lock benchmark benchmark-search benchmark-load benchmark-loop benchmark-monitoring benchmark-drift benchmark-estimate deploy-validate clean help
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -52,6 +52,12 @@ benchmark-search: install ## Print the hyper-parameter search figures (about 3 m
 benchmark-monitoring: install ## Print drift detection, retraining value and loop speed (about 15 minutes)
 	$(PYTHON) benchmarks/monitoring.py
 
+benchmark-drift: install benchmark-tools ## Print the field monitor's false-alarm rate and detection power against Evidently's preset and NannyML (about 15 minutes)
+	$(PYTHON) benchmarks/drift.py
+
+benchmark-estimate: install benchmark-tools ## Print the natural timeline's alarms per window and the label-free estimate's error, against NannyML's CBPE (about 4 minutes)
+	$(PYTHON) benchmarks/estimate.py
+
 benchmark-loop: install ## Print the production loop's figures: the story through the service, a window from PostgreSQL, outcome ingestion
 	$(PYTHON) benchmarks/production_loop.py
 
@@ -81,6 +87,7 @@ test-dags: install ## DAG integrity and dag.test() runs of the training and deli
 	$(PYTHON) -m pytest tests/orchestration
 
 include infra/Makefile.mk
+include benchmarks/nannyml/Makefile.mk
 
 .PHONY: walkthrough
 walkthrough: install ## The story step by step, narrated; recorded to walkthrough/ (cast + screenshot)

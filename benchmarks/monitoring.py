@@ -94,8 +94,9 @@ def detection(settings: Settings, engine: Engine) -> None:
           f"(false-alarm rate {alarmed / len(history.batches):.3f}; target <= 0.05)")  # fmt: skip
     if alarmed:
         print("  alarms:", "; ".join(history.batches.loc[history.batches.alarm, "alarm_reasons"]))
-    print(f"  max feature PSI {history.feature_drift['statistic'].max():.4f} (threshold "
-          f"{settings.drift_threshold}); max prediction PSI "
+    features = history.feature_drift
+    ratio = (features["statistic"] / features["threshold"].where(features["threshold"] > 0)).max()
+    print(f"  largest field statistic {ratio:.2f}x its calibrated threshold; max prediction PSI "
           f"{history.batches['prediction_drift'].max():.4f}")  # fmt: skip
     short = Stream("exchangeable", control.reference, control.batches[:SCENARIO_BATCHES],
                    control.data_hash)  # fmt: skip

@@ -34,6 +34,10 @@ outcomes_app = typer.Typer(
     help="Readmission outcomes, joined to what was predicted.", no_args_is_help=True
 )
 app.add_typer(outcomes_app, name="outcomes")
+drift_app = typer.Typer(
+    help="What the field monitor found, and what people said of it.", no_args_is_help=True
+)
+app.add_typer(drift_app, name="drift")
 T = TypeVar("T")
 
 
@@ -316,6 +320,42 @@ def outcomes_load(
     finally:
         engine.dispose()
     typer.echo(report.summary())
+
+
+@drift_app.command("acknowledge")
+def drift_acknowledge(
+    field: Annotated[str, typer.Argument(help="The contract field whose new state is known.")],
+    reason: Annotated[str, typer.Option(help="Why it moved (shown with the field).")],
+    by: Annotated[
+        str | None, typer.Option(help="Who acknowledges (default: the login name).")
+    ] = None,
+    deployment: Annotated[
+        str | None, typer.Option(help="Whose log (default: the setting).")
+    ] = None,
+) -> None:
+    """Record that a field off the reference is known and why: shown as acknowledged until it
+    moves again or a promotion re-bases the reference."""
+    import getpass
+
+    from healthpredict.loop.field_history import acknowledge
+    from healthpredict.monitoring.store import make_engine, store_errors
+    from healthpredict.monitoring.tables import create_schema
+
+    settings = _run(_settings)
+    engine = make_engine(settings.monitoring_url)
+    try:
+        with store_errors(settings.monitoring_url):
+            create_schema(engine)
+            target = deployment or settings.deployment
+            done, window = _run(
+                lambda: acknowledge(engine, target, field, by or getpass.getuser(), reason)
+            )
+    finally:
+        engine.dispose()
+    typer.echo(
+        f"{field} (v{done.model_version}, moved in w{done.since_window:03d}, newest window "
+        f"w{window:03d}): {done.describe()}"
+    )
 
 
 @images_app.command("build")

@@ -379,28 +379,20 @@ class Settings(BaseSettings):
         le=10,
         description="In a replay: windows after a batch is served before its outcomes are sent.",
     )
-    drift_features: int = Field(
-        default=12,
-        ge=1,
-        le=60,
-        description="Monitored features: the champion's most important request fields.",
-    )
-    drift_threshold: float = Field(
-        default=0.1,
+    drift_false_alarm_rate: float = Field(
+        default=0.05,
         gt=0.0,
-        description="Population stability index above which a monitored feature has drifted.",
+        lt=0.5,
+        description="Chance that any check of any contract field flags a batch drawn from the "
+        "reference's population (family-wise; each field's thresholds are calibrated for it).",
     )
     drift_share_alarm: float = Field(
         default=0.3,
         gt=0.0,
         le=1.0,
-        description="Importance-weighted share of drifted features that raises a data-drift alarm.",
-    )
-    drift_single_feature_alarm: float = Field(
-        default=0.25,
-        gt=0.0,
-        description="Population stability index of any one monitored feature that raises a "
-        "data-drift alarm by itself.",
+        description="Share of the model's split gain in fields off the reference that, with a "
+        "field moving in the window, raises the input-drift alarm (`data_drift`, the one a "
+        "retraining policy may listen to).",
     )
     prediction_drift_threshold: float = Field(
         default=0.1,
@@ -411,6 +403,12 @@ class Settings(BaseSettings):
         default=0.03,
         gt=0.0,
         description="Drop of the label-free AUC estimate below the reference that raises an alarm.",
+    )
+    estimate_recalibration_min_rows: int = Field(
+        default=500,
+        ge=20,
+        description="Fewest labelled encounters of a window that recalibrate the label-free "
+        "estimate of later windows (fewer: too noisy to correct anything).",
     )
     realised_auc_drop_alarm: float = Field(
         default=0.02,

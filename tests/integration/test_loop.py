@@ -63,7 +63,13 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     folder = tmp_path_factory.mktemp("loop")
     source = folder / "diabetic_data.csv"
     write_csv(make_raw_frame(4000, seed=21), str(source))
-    settings = make_settings(folder, source, initial_window_fraction=0.3, n_batches=7)
+    settings = make_settings(
+        folder,
+        source,
+        initial_window_fraction=0.3,
+        n_batches=7,
+        estimate_recalibration_min_rows=100,  # windows of about 400 encounters
+    )
     prepare_data(settings)
     train_and_register(settings)
     return settings
@@ -131,6 +137,26 @@ def test_outcomes_arrive_a_window_late_and_close_the_story(main_run: RunHistory)
     assert realised.drop([3]).notna().all()  # the last window too: the closing window
 
 
+def test_the_estimate_error_is_recorded_once_outcomes_arrive(
+    registered: Settings, main_run: RunHistory
+) -> None:
+    batches = main_run.batches.set_index("batch").drop([3])
+    error = batches["estimate_error"]
+    assert error.notna().all()
+    assert np.allclose(error, batches["estimated_auc"] - batches["realised_auc"])
+    engine = make_engine(registered.monitoring_url)
+    query = select(tables.window_versions.c.window, tables.window_versions.c.estimate_basis)
+    with engine.connect() as connection:
+        basis = dict(
+            connection.execute(
+                query.where(tables.window_versions.c.deployment == main_run.name)
+            ).all()
+        )
+    engine.dispose()
+    assert basis[1].startswith("as served")  # no outcome known yet at window 1
+    assert any(text.startswith("recalibrated on the outcomes of w") for text in basis.values())
+
+
 def test_injected_labels_reach_the_outcomes_and_the_training_set(
     registered: Settings, main_run: RunHistory
 ) -> None:
@@ -168,7 +194,7 @@ def test_running_again_adds_nothing(registered: Settings, main_run: RunHistory) 
 def test_changed_configuration_is_refused_not_mixed(
     registered: Settings, main_run: RunHistory
 ) -> None:
-    changed = Settings(**{**registered.model_dump(), "drift_threshold": 0.5})
+    changed = Settings(**{**registered.model_dump(), "drift_false_alarm_rate": 0.2})
     with pytest.raises(LoopError, match="different configuration"):
         replay(changed, build_plan(changed, "drift", run=main_run.name))
 

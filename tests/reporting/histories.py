@@ -67,7 +67,7 @@ def make_history(
             continue
         # A promoted model was trained on shifted data and its reference moved with it.
         shift = 1.0 if active and not fresh_model else 0.3 if active else 0.0
-        drifts = _feature_drift(batch, shift, rng)
+        drifts = _feature_drift(batch, shift, rng, first=batch == onset)
         drift_rows.extend(drifts)
         outcome, new_version = RETRAINS[policy].get(batch, ("", None))
         decision = "retrain" if new_version else "cooldown" if _cooling(policy, batch) else "none"
@@ -75,6 +75,7 @@ def make_history(
         auc += float(rng.normal(0, 0.006))
         pending = batch > n_batches - labels_pending
         n_drifted = sum(row["drifted"] for row in drifts)
+        moved = [row["feature"] for row in drifts if row["status"] == "moved"]
         rows.append(
             {
                 "batch": batch,
@@ -85,6 +86,8 @@ def make_history(
                 "model_version": version,
                 "drift_share": n_drifted / len(FEATURES),
                 "n_drifted": n_drifted,
+                "data_changed": bool(moved),
+                "moved": ", ".join(moved),
                 "dataset_drift": n_drifted >= 3,
                 "prediction_drift": 0.02 + 0.08 * shift,
                 "prediction_drift_detected": shift >= 1.0,
@@ -92,6 +95,7 @@ def make_history(
                 "realised_auc": math.nan if pending else auc,
                 "realised_auc_low": math.nan if pending else auc - 0.021,
                 "realised_auc_high": math.nan if pending else auc + 0.019,
+                "estimate_error": math.nan if pending else 0.004,
                 "alarm": n_drifted >= 3,
                 "alarm_reasons": "data drift: 3 features" if n_drifted >= 3 else "",
                 "decision": decision,
@@ -111,7 +115,7 @@ def make_history(
         batches=pd.DataFrame(rows, columns=list(BATCH_COLUMNS)),
         feature_drift=pd.DataFrame(
             drift_rows if feature_drift else [],
-            columns=["batch", "feature", "statistic", "threshold", "drifted"],
+            columns=["batch", "feature", "statistic", "threshold", "drifted", "status"],
         ),
         prediction_quantiles=pd.DataFrame(
             quantile_rows, columns=["batch", "q05", "q25", "q50", "q75", "q95", "mean"]
@@ -132,7 +136,7 @@ def _cooling(policy: str, batch: int) -> bool:
 def _quarantined_row(batch: int, scenarios: str) -> dict[str, object]:
     nothing = dict.fromkeys(BATCH_COLUMNS)
     nan_columns = ("drift_share", "prediction_drift", "estimated_auc")
-    nan_columns += ("realised_auc", "realised_auc_low", "realised_auc_high")
+    nan_columns += ("realised_auc", "realised_auc_low", "realised_auc_high", "estimate_error")
     return (
         nothing
         | dict.fromkeys(nan_columns, math.nan)
@@ -145,6 +149,8 @@ def _quarantined_row(batch: int, scenarios: str) -> dict[str, object]:
             # None and NaN where nothing was measured, as read_history returns them.
             "n_drifted": math.nan,
             "dataset_drift": None,
+            "data_changed": None,
+            "moved": "",
             "prediction_drift_detected": None,
             "alarm": True,
             "alarm_reasons": "data quality",
@@ -156,7 +162,9 @@ def _quarantined_row(batch: int, scenarios: str) -> dict[str, object]:
     )
 
 
-def _feature_drift(batch: int, shift: float, rng: np.random.Generator) -> list[dict[str, object]]:
+def _feature_drift(
+    batch: int, shift: float, rng: np.random.Generator, first: bool
+) -> list[dict[str, object]]:
     rows = []
     for feature in FEATURES:
         moved = feature in SHIFTED
@@ -168,6 +176,8 @@ def _feature_drift(batch: int, shift: float, rng: np.random.Generator) -> list[d
                 "statistic": statistic,
                 "threshold": THRESHOLD,
                 "drifted": statistic >= THRESHOLD,
+                # Fields move at the onset, then keep their new state.
+                "status": "steady" if statistic < THRESHOLD else "moved" if first else "settled",
             }
         )
     return rows

@@ -150,15 +150,15 @@ def test_events_and_onset() -> None:
     assert first_onset(make_history(onset=None).batches) is None
 
 
-def test_drift_severity_is_above_one_exactly_when_drifted() -> None:
+def test_drift_severity_is_above_one_exactly_when_off_the_reference() -> None:
     frame = pd.DataFrame(
-        {  # two distance tests, two p-value tests (drift when the p-value is small)
-            "statistic": [0.2, 0.05, 0.001, 0.5],
-            "threshold": [0.1, 0.1, 0.01, 0.01],
-            "drifted": [True, False, True, False],
+        {  # by the distribution; below; by a quality check alone; capped; a constant field
+            "statistic": [0.2, 0.05, 0.001, 0.5, 0.0],
+            "threshold": [0.1, 0.1, 0.01, 0.01, 0.0],
+            "drifted": [True, False, True, True, False],
         }
     )
-    assert drift_severity(frame).tolist() == pytest.approx([2.0, 0.5, 3.0, 0.02])  # 10 capped
+    assert drift_severity(frame).tolist() == pytest.approx([2.0, 0.5, 1.0, 3.0, 0.0])
 
 
 def test_drift_matrix_puts_the_shifted_features_on_top() -> None:

@@ -47,6 +47,7 @@ class ColumnSpec:
     maximum: int | None = None
     max_length: int | None = None
     description: str = ""
+    coded: bool = False  # an integer naming a category (IDs_mapping.csv), not a quantity
 
     def rule(self) -> str:
         """Return the rule in words, for the printed contract."""
@@ -104,6 +105,18 @@ def _count(raw_name: str, maximum: int, description: str, minimum: int = 0) -> C
     )
 
 
+def _code(raw_name: str, maximum: int, description: str) -> ColumnSpec:
+    return ColumnSpec(
+        raw_name,
+        raw_name,
+        Kind.INTEGER,
+        minimum=1,
+        maximum=maximum,
+        description=description,
+        coded=True,
+    )
+
+
 COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec(
         "encounter_id",
@@ -144,9 +157,9 @@ COLUMNS: tuple[ColumnSpec, ...] = (
         allowed=WEIGHT_BANDS,
         description="pounds, 25-lb band; mostly missing",
     ),
-    _count("admission_type_id", 30, "coded admission type (IDs_mapping.csv)", minimum=1),
-    _count("discharge_disposition_id", 40, "coded discharge disposition", minimum=1),
-    _count("admission_source_id", 40, "coded admission source", minimum=1),
+    _code("admission_type_id", 30, "coded admission type (IDs_mapping.csv)"),
+    _code("discharge_disposition_id", 40, "coded discharge disposition"),
+    _code("admission_source_id", 40, "coded admission source"),
     _count("time_in_hospital", 14, "days in hospital (the extract keeps 1-14)", minimum=1),
     ColumnSpec("payer_code", "payer_code", Kind.TEXT, nullable=True, max_length=8),
     ColumnSpec(

@@ -24,7 +24,7 @@ from healthpredict.errors import HealthPredictError
 from healthpredict.loop.models import ModelSlot
 from healthpredict.loop.profile import MonitoringProfile
 from healthpredict.loop.windows import WindowClock
-from healthpredict.monitoring.drift import DriftMonitor, DriftThresholds
+from healthpredict.monitoring.drift import DriftMonitor
 from healthpredict.monitoring.policy import Policy
 from healthpredict.monitoring.tables import create_schema, loop_runs
 from healthpredict.settings import Settings
@@ -33,12 +33,11 @@ Progress = Callable[[str], None]
 # Settings that change a replay's results: a replay resumes only under the same values.
 FINGERPRINT_SETTINGS = (
     "label_delay_batches",
-    "drift_features",
-    "drift_threshold",
+    "drift_false_alarm_rate",
     "drift_share_alarm",
-    "drift_single_feature_alarm",
     "prediction_drift_threshold",
     "estimated_auc_drop_alarm",
+    "estimate_recalibration_min_rows",
     "realised_auc_drop_alarm",
     "calibration_gap_alarm",
     "quality_max_invalid_fraction",
@@ -97,19 +96,13 @@ class LoopContext:
         if version not in self._monitors:
             profile = self.profile(version)
             self._monitors[version] = DriftMonitor(
-                profile.reference, profile.baseline, profile.weights, thresholds(self.settings)
+                profile.reference,
+                profile.baseline,
+                profile.weights,
+                level=self.settings.drift_false_alarm_rate,
+                prediction_threshold=self.settings.prediction_drift_threshold,
             )
         return self._monitors[version]
-
-
-def thresholds(settings: Settings) -> DriftThresholds:
-    """The drift thresholds in force."""
-    return DriftThresholds(
-        feature=settings.drift_threshold,
-        share=settings.drift_share_alarm,
-        single=settings.drift_single_feature_alarm,
-        prediction=settings.prediction_drift_threshold,
-    )
 
 
 def fingerprint(context: LoopContext, initial_version: str) -> str:

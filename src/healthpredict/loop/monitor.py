@@ -22,6 +22,8 @@ from sqlalchemy import select
 from healthpredict.data.prepare import TARGET
 from healthpredict.data.pseudonym import ENCOUNTER_KEY, PATIENT_KEY
 from healthpredict.loop.context import LoopContext
+from healthpredict.loop.estimate import label_free_estimate, monitored_estimates
+from healthpredict.loop.field_history import acknowledgements, previous_fields
 from healthpredict.loop.pending import PendingWindow, WindowRows
 from healthpredict.loop.windows import (
     MODEL_VERSION,
@@ -32,10 +34,12 @@ from healthpredict.loop.windows import (
     labelled,
     read_window,
 )
-from healthpredict.monitoring.drift import DriftResult
+from healthpredict.monitoring.drift import DriftResult, FieldDrift
+from healthpredict.monitoring.field_state import FieldState, Verdicts, field_states, verdicts
+from healthpredict.monitoring.fields import Check
 from healthpredict.monitoring.performance import (
     RealisedPerformance,
-    estimated_auc,
+    Recalibration,
     realised_performance,
 )
 from healthpredict.monitoring.quality import check_batch
@@ -51,11 +55,14 @@ def monitor(context: LoopContext, window: Window, champion: str) -> PendingWindo
     log = read_window(context.engine, context.deployment, window)
     rows = WindowRows()
     pending = PendingWindow(window.number, "monitored", "empty", champion, rows)
+    # Earlier windows' outcomes first: the estimate of this one is recalibrated on the newest.
+    earlier = realised_rows(context, window, "", [], range(1, window.number))
     if log.empty:
         pending.text = f"{window.name}: nothing was served in this window"
     else:
-        _monitor_served(context, log, pending)
-    rows.performance = realised_rows(context, window, pending.status)
+        _monitor_served(context, log, pending, earlier)
+    own = range(window.number, window.number + 1)
+    rows.performance = earlier + realised_rows(context, window, pending.status, rows.versions, own)
     for row in rows.performance:
         pending.text += (
             f"; outcomes of w{row['window']:03d}: AUC {_auc_text(row)} "
@@ -66,7 +73,9 @@ def monitor(context: LoopContext, window: Window, champion: str) -> PendingWindo
     return pending
 
 
-def _monitor_served(context: LoopContext, log: WindowLog, pending: PendingWindow) -> None:
+def _monitor_served(
+    context: LoopContext, log: WindowLog, pending: PendingWindow, measured: list[dict[str, Any]]
+) -> None:
     frame, window = log.predictions, log.window
     reason = quarantine_reason(log, context.settings)
     versions = frame[MODEL_VERSION].value_counts()
@@ -92,7 +101,7 @@ def _monitor_served(context: LoopContext, log: WindowLog, pending: PendingWindow
         pending.text += f", {len(log.rejected):,} refused"
     for version in versions.index:
         served = frame[frame[MODEL_VERSION] == version].reset_index(drop=True)
-        _monitor_version(context, window, str(version), served, pending)
+        _monitor_version(context, window, str(version), served, pending, measured)
     alarms = [a for row in pending.rows.versions for a in row["alarms"]]
     pending.rows.window["alarms"] = alarms
     if alarms:
@@ -100,28 +109,43 @@ def _monitor_served(context: LoopContext, log: WindowLog, pending: PendingWindow
 
 
 def _monitor_version(
-    context: LoopContext, window: Window, version: str, served: pd.DataFrame, pending: PendingWindow
+    context: LoopContext,
+    window: Window,
+    version: str,
+    served: pd.DataFrame,
+    pending: PendingWindow,
+    measured: list[dict[str, Any]],
 ) -> None:
     probabilities = served[PROBABILITY].to_numpy(dtype=float)
     html = None
     if context.reports_dir is not None:
         html = context.reports_dir / f"w{window.number:03d}_v{version}.html"
     drift = context.drift_monitor(version).run(served, probabilities, html)
-    estimate = estimated_auc(probabilities)
+    engine, deployment, settings = context.engine, context.deployment, context.settings
+    previous = previous_fields(engine, deployment, window.number, version)
+    states = field_states(
+        drift, window.number, previous, acknowledgements(engine, deployment, version), settings.seed
+    )
+    verdict = verdicts(drift, states, previous, settings.drift_share_alarm)
+    estimate = label_free_estimate(context, version, window.number, probabilities, measured)
     baseline = context.profile(version).baseline_auc
-    alarms = label_free_alarms(drift, estimate, baseline, context.settings)
-    key = {"deployment": context.deployment, "window": window.number, "model_version": version}
+    alarms = label_free_alarms(drift, states, verdict, estimate.raw, baseline, settings)
+    key = {"deployment": deployment, "window": window.number, "model_version": version}
     quantiles = np.quantile(probabilities, QUANTILES).tolist()
     pending.rows.versions.append(
         {
             **key,
             "n_predictions": len(served),
-            "drift_share": drift.drift_share,
-            "n_drifted": drift.n_drifted,
-            "dataset_drift": drift.dataset_drift,
+            "drift_share": verdict.weighted_share,
+            "n_drifted": len(drift.drifted),
+            "dataset_drift": verdict.input_drift,
+            "data_changed": verdict.data_changed,
+            "moved": list(verdict.moved),
             "prediction_drift": drift.prediction_statistic,
             "prediction_drift_detected": drift.prediction_drift,
-            "estimated_auc": estimate,
+            "estimated_auc": estimate.value,
+            "estimated_auc_raw": estimate.raw,
+            "estimate_basis": estimate.basis,
             "baseline_estimated_auc": baseline,
             "risk_quantiles": {
                 **{f"q{round(q * 100):02d}": v for q, v in zip(QUANTILES, quantiles, strict=True)},
@@ -130,14 +154,43 @@ def _monitor_version(
             "alarms": alarms,
         }
     )
-    pending.rows.features.extend({**key, **asdict(f)} for f in drift.features)
+    pending.rows.features.extend(_feature_row(key, f, states[f.feature]) for f in drift.features)
     if html is not None and pending.rows.window is not None:
         pending.rows.window["report_path"] = str(html)
-    flagged = ", ".join(drift.drifted_features[:3]) or "none"
+    off = ", ".join(f.feature for f in drift.drifted[:3]) or "none"
     pending.text += (
-        f"; v{version}: drift share {drift.drift_share:.2f} ({flagged}), "
-        f"estimated AUC {estimate:.3f}"
+        f"; v{version}: {len(drift.drifted)} field(s) off the reference ({off}), "
+        f"{len(verdict.moved)} moved, estimated AUC {estimate.value:.3f}"
     )
+
+
+def _feature_row(key: dict[str, Any], field: FieldDrift, state: FieldState) -> dict[str, Any]:
+    acknowledgement = state.acknowledgement
+    return {
+        **key,
+        "feature": field.feature,
+        "statistic": field.statistic,
+        "threshold": field.threshold,
+        "drifted": field.drifted,
+        "weight": field.weight,
+        "method": field.method,
+        "status": state.status.value,
+        "since_window": state.since_window,
+        "previous_statistic": state.previous_statistic,
+        "previous_threshold": state.previous_threshold,
+        "findings": [
+            {"check": f.check.value, "value": f.value, "limit": f.limit, "detail": f.detail}
+            for f in field.findings
+        ],
+        "counts": field.counts,
+        "acknowledgement": None
+        if acknowledgement is None
+        else {
+            "by": acknowledgement.by,
+            "reason": acknowledgement.reason,
+            "at": acknowledgement.at.isoformat(),
+        },
+    }
 
 
 def quarantine_reason(log: WindowLog, settings: Settings) -> str | None:
@@ -163,17 +216,26 @@ def quarantine_reason(log: WindowLog, settings: Settings) -> str | None:
 
 
 def label_free_alarms(
-    drift: DriftResult, estimate: float, baseline: float, settings: Settings
+    drift: DriftResult,
+    states: dict[str, FieldState],
+    verdict: Verdicts,
+    estimate: float,
+    baseline: float,
+    settings: Settings,
 ) -> list[str]:
-    """Alarms that need no outcome: data drift, prediction drift, a drop of the estimate."""
+    """Alarms that need no outcome: the two data verdicts, prediction drift, a drop of the
+    estimate (from the risks as served, against the baseline computed the same way)."""
     alarms = []
-    if drift.dataset_drift:
-        top = ", ".join(
-            f"{f.feature} {f.statistic:.2f}"
-            for f in sorted(drift.features, key=lambda f: -f.statistic)[:3]
-            if f.drifted
+    if verdict.data_changed:
+        moved = [f for f in drift.drifted if f.feature in verdict.moved]
+        shown = "; ".join(f"{f.feature} ({_finding_text(f)})" for f in moved[:3])
+        more = f"; and {len(moved) - 3} more" if len(moved) > 3 else ""
+        alarms.append(f"data_changed: {len(moved)} field(s) moved: {shown}{more}")
+    if verdict.input_drift:
+        alarms.append(
+            f"data_drift: fields off the reference carry {verdict.weighted_share:.2f} of the "
+            f"model's split gain (moved: {', '.join(verdict.moved[:5])})"
         )
-        alarms.append(f"data_drift: weighted share {drift.drift_share:.2f} (PSI {top})")
     if drift.prediction_drift:
         alarms.append(f"prediction_drift: PSI {drift.prediction_statistic:.3f}")
     if estimate < baseline - settings.estimated_auc_drop_alarm:
@@ -181,10 +243,26 @@ def label_free_alarms(
     return alarms
 
 
-def realised_rows(context: LoopContext, window: Window, status: str) -> list[dict[str, Any]]:
-    """Realised performance of the windows up to ``window`` (whose own status is ``status``)
-    whose outcomes changed since they were last measured, within the look-back. A quarantined
-    window is never measured: what it served cannot be trusted to say how the model does.
+def _finding_text(field: FieldDrift) -> str:
+    """The field's first finding, short: what check, how far past its limit."""
+    finding = field.findings[0]
+    if finding.check is Check.DISTRIBUTION:
+        return f"{field.method} {field.statistic:.3f} > {field.threshold:.3f}"
+    return f"{finding.check.value}: {finding.detail[:80]}"
+
+
+def realised_rows(
+    context: LoopContext,
+    window: Window,
+    status: str,
+    versions: list[dict[str, Any]],
+    numbers: range,
+) -> list[dict[str, Any]]:
+    """Realised performance of the windows of ``numbers`` up to ``window`` (whose own status
+    is ``status`` and whose rows per version are ``versions``) whose outcomes changed since
+    they were last measured, within the look-back, with the error of the estimate made when
+    each was monitored. A quarantined window is never measured: what it served cannot be trusted to
+    say how the model does.
 
     A window whose every encounter has its outcome cannot change any more, so the log is only
     read from the oldest window still waiting for outcomes.
@@ -192,12 +270,13 @@ def realised_rows(context: LoopContext, window: Window, status: str) -> list[dic
     first = max(1, window.number - context.settings.performance_lookback_windows + 1)
     measured = _measured(context, first, window.number)
     complete = {n for n, (_, share) in measured.items() if share >= 1.0}
-    waiting = [n for n in range(first, window.number + 1) if n not in complete]
+    waiting = [n for n in range(first, window.number + 1) if n not in complete and n in numbers]
     if not waiting:
         return []
     coverage = label_coverage(
         context.engine, context.deployment, context.clock, waiting[0], window.number
     )
+    estimates = monitored_estimates(context, waiting, versions)
     rows = []
     for number, (served, known) in sorted(coverage.items()):
         if known == 0 or measured.get(number, (0, 0.0))[0] == known:
@@ -210,9 +289,12 @@ def realised_rows(context: LoopContext, window: Window, status: str) -> list[dic
             context.engine, context.deployment, earlier.start, earlier.end, features=False
         )
         for version, part in frame.groupby(MODEL_VERSION, sort=True):
-            rows.append(
-                _performance_row(context, number, window.number, str(version), part, served)
-            )
+            row = _performance_row(context, number, window.number, str(version), part, served)
+            monitored = estimates.get((number, str(version)))
+            row["monitored_estimate"] = monitored
+            if monitored is not None and np.isfinite(row["roc_auc"]):
+                row["estimate_error"] = monitored - row["roc_auc"]
+            rows.append(row)
     return rows
 
 
@@ -248,6 +330,11 @@ def _performance_row(
         settings.confidence_level,
         settings.seed,
     )
+    recalibration = Recalibration.fit(
+        frame[TARGET].to_numpy(),
+        frame[PROBABILITY].to_numpy(dtype=float),
+        settings.estimate_recalibration_min_rows,
+    )
     auc, shortfall, gap = (
         performance.roc_auc,
         performance.auc_shortfall,
@@ -272,6 +359,9 @@ def _performance_row(
         "calibration_gap_low": gap.low,
         "calibration_gap_high": gap.high,
         "alarms": label_alarms(performance, settings),
+        "monitored_estimate": None,
+        "estimate_error": None,
+        "recalibration": None if recalibration is None else asdict(recalibration),
     }
 
 

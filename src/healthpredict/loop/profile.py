@@ -2,12 +2,13 @@
 
 A :class:`MonitoringProfile` is a sample of the model's training data (the data-drift
 reference), its baseline predicted risks on encounters it was not trained on (the reference
-for prediction drift and the label-free estimate), the request fields to watch with their
-weights, and what the model was trained on (which a replay checks so that it never starts from
-a model that has seen the stream). It lives as three files (:func:`save` / :func:`load`): in
-the MLflow run of a registered version, under :data:`ARTIFACT_PATH`, or beside a version in a
-what-if run's folder. So any process (the service, a DAG worker, the command line) can monitor
-any version; no monitor depends on a simulation's folder.
+for prediction drift and the label-free estimate), each request field's share of the model's
+split gain (the weights of the input-drift verdict), and what the model was trained on (which a
+replay checks so that it never starts from a model that has seen the stream). It lives as three
+files (:func:`save` / :func:`load`): in the MLflow run of a registered version, under
+:data:`ARTIFACT_PATH`, or beside a version in a what-if run's folder. So any process (the
+service, a DAG worker, the command line) can monitor any version; no monitor depends on a
+simulation's folder.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from healthpredict.data.pseudonym import SEQUENCE
+from healthpredict.data.schema import FEATURE_COLUMNS
 from healthpredict.modeling.train import features_of
-from healthpredict.monitoring.drift import monitored_fields
 from healthpredict.monitoring.performance import estimated_auc
 from healthpredict.settings import Settings
 
@@ -63,15 +64,19 @@ class MonitoringProfile:
 
     reference: pd.DataFrame
     baseline: np.ndarray
-    fields: dict[str, float]
     baseline_auc: float
     training: TrainingData
     importance: dict[str, float] = field(default_factory=dict)
 
     @property
     def weights(self) -> pd.Series:
-        """The watched fields and their weights (summing to 1)."""
-        return pd.Series(self.fields, dtype=float)
+        """Every request field's share of the model's split gain (summing to 1; equal shares
+        for a model without a fast path to read the gains from)."""
+        gains = pd.Series(self.importance, dtype=float).reindex(list(FEATURE_COLUMNS))
+        gains = gains.fillna(0.0).clip(lower=0.0)
+        if gains.sum() <= 0:
+            gains[:] = 1.0
+        return gains / gains.sum()
 
 
 def build(
@@ -88,18 +93,16 @@ def build(
         train: Its training data (prepared frame; may lack ``sequence`` for logged rows).
         unseen: Encounters it was not trained on; only their predicted risks are kept (no label
             is used), as the baseline for prediction drift and the label-free estimate.
-        settings: For the reference size and how many fields to watch.
+        settings: For the reference size.
         production: Production windows in ``train`` (see :class:`TrainingData`).
     """
     sample = train.sample(min(len(train), settings.reference_rows), random_state=0)
     baseline = pipeline.predict_proba(features_of(unseen))[:, 1]
     importance = field_importance(pipeline)
-    watched = monitored_fields(pd.Series(importance, dtype=float), settings.drift_features)
     sequences = train[SEQUENCE].dropna() if SEQUENCE in train else pd.Series(dtype=float)
     return MonitoringProfile(
         reference=features_of(sample).reset_index(drop=True),
         baseline=np.asarray(baseline, dtype=float),
-        fields={str(k): float(v) for k, v in watched.items()},
         baseline_auc=estimated_auc(baseline),
         training=TrainingData(
             len(train), int(sequences.max()) if len(sequences) else None, production
@@ -130,7 +133,6 @@ def save(profile: MonitoringProfile, folder: Path) -> None:
     profile.reference.to_parquet(folder / _REFERENCE, index=False)
     pd.DataFrame({PREDICTED: profile.baseline}).to_parquet(folder / _BASELINE, index=False)
     header = {
-        "fields": profile.fields,
         "baseline_auc": profile.baseline_auc,
         "training": asdict(profile.training),
         "importance": profile.importance,
@@ -148,7 +150,6 @@ def load(folder: Path) -> MonitoringProfile:
     return MonitoringProfile(
         reference=pd.read_parquet(folder / _REFERENCE),
         baseline=pd.read_parquet(folder / _BASELINE)[PREDICTED].to_numpy(),
-        fields={str(k): float(v) for k, v in header["fields"].items()},
         baseline_auc=float(header["baseline_auc"]),
         training=TrainingData(**header["training"]),
         importance={str(k): float(v) for k, v in header.get("importance", {}).items()},

@@ -23,15 +23,18 @@ BATCH_COLUMNS = (
     "n_rows",  # int
     "scenarios",  # str, comma-separated names of injected scenarios active in the batch ("")
     "model_version",  # str | None: version that scored the batch (None when quarantined)
-    "drift_share",  # float: importance-weighted share of monitored features that drifted
-    "n_drifted",  # int: monitored features flagged
-    "dataset_drift",  # bool: the dataset-level verdict
+    "drift_share",  # float: share of the model's split gain in fields off the reference
+    "n_drifted",  # int: contract fields off the reference
+    "data_changed",  # bool | None: verdict 1, a field (any) moved in this window
+    "moved",  # str: ", "-joined fields that moved in this window ("" when none)
+    "dataset_drift",  # bool: verdict 2, input drift: the model's inputs changed enough to matter
     "prediction_drift",  # float: drift statistic of the predicted-risk distribution
     "prediction_drift_detected",  # bool
-    "estimated_auc",  # float: label-free estimate from the calibrated probabilities
+    "estimated_auc",  # float: label-free estimate, recalibrated on earlier outcomes
     "realised_auc",  # float | NaN until the batch's labels arrive
     "realised_auc_low",  # float | NaN: lower end of its bootstrap interval
     "realised_auc_high",  # float | NaN
+    "estimate_error",  # float | NaN: the estimate made when monitored minus the realised AUC
     "alarm",  # bool: any monitor alarmed on this batch
     "alarm_reasons",  # str: "; "-joined reasons ("" when none)
     "decision",  # "none" | "retrain" | "cooldown"
@@ -51,8 +54,10 @@ class RunHistory:
         policy_text: Human description, e.g. "retrain on drift alarm, cooldown 1 batch".
         scenario_set: Name of the scenario set the run replayed.
         batches: One row per batch, columns :data:`BATCH_COLUMNS`.
-        feature_drift: Columns batch, feature, statistic, threshold, drifted (bool); one row
-            per monitored feature per completed batch.
+        feature_drift: Columns batch, feature, statistic, threshold, drifted (bool: off the
+            reference), weight, status (see :mod:`healthpredict.monitoring.field_state`),
+            since_window, findings (list of dicts), acknowledgement (dict or None); one row per
+            contract field per completed batch.
         prediction_quantiles: Columns batch, q05, q25, q50, q75, q95, mean: the predicted
             risk distribution of each completed batch.
         reference_auc: Realised ROC-AUC of the initial champion on its own test data, for a
@@ -143,6 +148,7 @@ def describe_policy_config(name: str, config: dict[str, object]) -> str:
 _MONITOR_COLUMNS = (
     "drift_share",
     "n_drifted",
+    "data_changed",
     "dataset_drift",
     "prediction_drift",
     "prediction_drift_detected",
@@ -172,9 +178,11 @@ def _batch_frame(frames: dict[str, pd.DataFrame], served: pd.DataFrame) -> pd.Da
         out[column] = windows[column].to_numpy()
     for column in _MONITOR_COLUMNS:
         out[column] = monitors[column].to_numpy()
+    out["moved"] = [", ".join(m) if isinstance(m, list) else "" for m in monitors["moved"]]
     out["realised_auc"] = performance["roc_auc"].to_numpy(dtype=float)
     out["realised_auc_low"] = performance["roc_auc_low"].to_numpy(dtype=float)
     out["realised_auc_high"] = performance["roc_auc_high"].to_numpy(dtype=float)
+    out["estimate_error"] = performance["estimate_error"].to_numpy(dtype=float)
     late = [a if isinstance(a, list) else [] for a in performance["alarms"]]
     alarms = [list(free or []) + extra for free, extra in zip(windows["alarms"], late, strict=True)]
     out["alarm"] = [bool(a) for a in alarms]
@@ -189,12 +197,23 @@ def _performance_by_window(performance: pd.DataFrame, windows: pd.DataFrame) -> 
     """Per window, the realised performance of the version that served most of it."""
     primary = windows[["window", "model_version"]]
     chosen = performance.merge(primary, on=["window", "model_version"])
-    columns = ["roc_auc", "roc_auc_low", "roc_auc_high", "alarms"]
+    columns = ["roc_auc", "roc_auc_low", "roc_auc_high", "estimate_error", "alarms"]
     return chosen.set_index("window").reindex(windows["window"]).loc[:, columns]
 
 
 def _feature_frame(features: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
-    columns = ["batch", "feature", "statistic", "threshold", "drifted"]
+    columns = [
+        "batch",
+        "feature",
+        "statistic",
+        "threshold",
+        "drifted",
+        "weight",
+        "status",
+        "since_window",
+        "findings",
+        "acknowledgement",
+    ]
     primary = features.merge(windows[["window", "model_version"]], on=["window", "model_version"])
     frame = primary.rename(columns={"window": "batch"}).loc[:, columns]
     return frame.sort_values(["batch", "feature"]).reset_index(drop=True)

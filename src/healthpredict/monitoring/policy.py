@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SIGNALS = (
+    "data_changed",
     "data_drift",
     "prediction_drift",
     "estimated_performance",
@@ -23,7 +24,12 @@ SIGNALS = (
     "calibration",
 )
 Signal = Literal[
-    "data_drift", "prediction_drift", "estimated_performance", "realised_performance", "calibration"
+    "data_changed",
+    "data_drift",
+    "prediction_drift",
+    "estimated_performance",
+    "realised_performance",
+    "calibration",
 ]
 
 

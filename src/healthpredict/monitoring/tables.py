@@ -150,15 +150,20 @@ window_versions = Table(
     Column("window", Integer, primary_key=True),
     Column("model_version", String(32), primary_key=True),
     Column("n_predictions", Integer, nullable=False),
-    Column("drift_share", Float, nullable=False),
-    Column("n_drifted", Integer, nullable=False),
-    Column("dataset_drift", Boolean, nullable=False),
+    Column("drift_share", Float, nullable=False, doc="split gain in fields off the reference"),
+    Column("n_drifted", Integer, nullable=False, doc="fields off the reference"),
+    Column("dataset_drift", Boolean, nullable=False, doc="input drift: enough to matter"),
     Column("prediction_drift", Float, nullable=False),
     Column("prediction_drift_detected", Boolean, nullable=False),
-    Column("estimated_auc", Float, nullable=False),
+    Column("estimated_auc", Float, nullable=False, doc="label-free estimate, recalibrated"),
     Column("baseline_estimated_auc", Float, nullable=False),
     Column("risk_quantiles", JSON, nullable=False, doc="q05 q25 q50 q75 q95 mean"),
     Column("alarms", JSON, nullable=False),
+    # Added with the calibrated field monitor (nullable: stores written before it upgrade).
+    Column("data_changed", Boolean, nullable=True, doc="a field moved in this window"),
+    Column("moved", JSON, nullable=True, doc="the fields that moved, most severe first"),
+    Column("estimated_auc_raw", Float, nullable=True, doc="estimate from the risks as served"),
+    Column("estimate_basis", String(200), nullable=True, doc="what recalibrated the estimate"),
 )
 
 feature_drift = Table(
@@ -168,10 +173,32 @@ feature_drift = Table(
     Column("window", Integer, primary_key=True),
     Column("model_version", String(32), primary_key=True),
     Column("feature", String(80), primary_key=True),
-    Column("statistic", Float, nullable=False),
-    Column("threshold", Float, nullable=False),
-    Column("drifted", Boolean, nullable=False),
-    Column("weight", Float, nullable=False),
+    Column("statistic", Float, nullable=False, doc="distribution statistic: the effect size"),
+    Column("threshold", Float, nullable=False, doc="its calibrated threshold"),
+    Column("drifted", Boolean, nullable=False, doc="off the reference by any check"),
+    Column("weight", Float, nullable=False, doc="share of the model's split gain"),
+    # Added with the calibrated field monitor (nullable: stores written before it upgrade).
+    Column("method", String(40), nullable=True, doc="jensenshannon | wasserstein"),
+    Column("status", String(20), nullable=True, doc="steady | moved | settled | ..."),
+    Column("since_window", Integer, nullable=True, doc="window it moved in"),
+    Column("previous_statistic", Float, nullable=True, doc="against the previous window"),
+    Column("previous_threshold", Float, nullable=True),
+    Column("findings", JSON, nullable=True, doc="checks that fired: check, value, limit, detail"),
+    Column("counts", JSON, nullable=True, doc="value counts, for the next window's comparison"),
+    Column("acknowledgement", JSON, nullable=True, doc="by, reason, at"),
+)
+
+drift_acknowledgements = Table(
+    "drift_acknowledgements",
+    metadata,
+    _deployment(),
+    Column("feature", String(80), primary_key=True),
+    Column("model_version", String(32), primary_key=True),
+    Column("since_window", Integer, primary_key=True, doc="the move acknowledged"),
+    Column("acknowledged_by", String(120), nullable=False),
+    Column("reason", String(1000), nullable=False),
+    Column("acknowledged_at", DateTime(timezone=True), nullable=False),
+    Column("window", Integer, nullable=False, doc="the latest window when acknowledged"),
 )
 
 window_performance = Table(
@@ -195,6 +222,10 @@ window_performance = Table(
     Column("calibration_gap_low", Float, nullable=True),
     Column("calibration_gap_high", Float, nullable=True),
     Column("alarms", JSON, nullable=False, doc="label-based alarms about this window"),
+    # Added with the recalibrated estimate (nullable: stores written before it upgrade).
+    Column("monitored_estimate", Float, nullable=True, doc="the estimate made at monitoring"),
+    Column("estimate_error", Float, nullable=True, doc="monitored estimate minus realised"),
+    Column("recalibration", JSON, nullable=True, doc="intercept, slope on the logit"),
 )
 
 decisions = Table(
@@ -262,6 +293,7 @@ DEPLOYMENT_TABLES = (
     feature_drift,
     window_performance,
     decisions,
+    drift_acknowledgements,
     loop_models,
     scenario_injections,
     pending_windows,
@@ -271,7 +303,7 @@ DEPLOYMENT_TABLES = (
 def create_schema(engine: Engine) -> None:
     """Create every table that does not exist yet; upgrade a ``predictions`` table from before
     deployments and encounter times (its rows become the default deployment's, at the time
-    they were served).
+    they were served), and add the nullable columns later versions gave the loop's tables.
 
     Safe when several processes do it at once on a new database (the service's log writer, a
     monitor run, an outcome load): on PostgreSQL they take turns under an advisory lock, and on
@@ -284,10 +316,24 @@ def create_schema(engine: Engine) -> None:
                     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK})
                 metadata.create_all(connection)
                 _upgrade_predictions(connection)
+                for table in UPGRADED_TABLES:
+                    _add_missing_columns(connection, table)
             return
         except (IntegrityError, OperationalError, ProgrammingError):
             if attempt:
                 raise
+
+
+# Tables that gained nullable columns since their first version: added in place on upgrade.
+UPGRADED_TABLES = (window_versions, feature_drift, window_performance)
+
+
+def _add_missing_columns(connection: Connection, table: Table) -> None:
+    present = {column["name"] for column in inspect(connection).get_columns(table.name)}
+    for column in table.columns:
+        if column.name not in present and column.nullable:
+            kind = column.type.compile(dialect=connection.dialect)
+            connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 def _upgrade_predictions(connection: Connection) -> None:

@@ -77,8 +77,9 @@ def write_dashboard(runs: Sequence[RunHistory], main_run: str, path: Path) -> Pa
 
 
 TABLE_HEADER = (
-    "batch", "scenarios", "status", "model version", "drift share", "estimated AUC",
-    "realised AUC [interval]", "decision", "outcome", "quarantine reason",
+    "batch", "scenarios", "status", "model version", "data changed (fields moved)",
+    "input drift (gain off ref.)", "estimated AUC", "realised AUC [interval]", "estimate error",
+    "decision", "outcome", "quarantine reason",
 )  # fmt: skip
 SECTIONS = (  # chart id, heading, what to read in it
     ("chart-auc", "Model quality over time",
@@ -86,8 +87,13 @@ SECTIONS = (  # chart id, heading, what to read in it
      "estimate is there from the moment a batch is scored. Markers above the chart: retrains, "
      "promotions and quarantined batches (hover for details). Shaded: injected scenarios."),
     ("chart-drift-heatmap", "Data drift per batch",
-     "Top: share of monitored features that drifted (red: dataset-level drift). Bottom: each "
-     "feature's drift statistic relative to its threshold; orange to red cells drifted."),
+     "Every contract field is compared with the serving model's reference, each check at a "
+     "threshold calibrated so that a batch from the reference's population alarms at most 5 % "
+     "of the time. Top: the share of the model's split gain in fields off the reference; "
+     "orange: data changed (a field moved in this batch), red: input drift (enough of the "
+     "model's inputs moved to matter), blue: nothing moved (fields still off the reference "
+     "have settled in a new state). Bottom: each field's statistic against its threshold; "
+     "orange to red cells are off the reference (hover for the statistic)."),
     ("chart-predictions", "Predicted risk per batch",
      "Distribution of the predicted 30-day readmission risk: box 25-75 %, whiskers 5-95 %, "
      "solid line median, dashed line mean; colour: the model version that scored the batch."),
@@ -236,14 +242,20 @@ def _batch_row(row: dict[Hashable, Any]) -> str:
     if outcome and version_label(row["new_version"]) != "-":
         outcome += f" ({version_label(row['new_version'])})"
     share = row["drift_share"]
+    changed = "-" if quarantined else (text_of(row["moved"]) or "no")
+    inputs = "-" if _missing(share) else f"{float(share):.0%}"
+    if row["dataset_drift"] is True:
+        inputs = f"yes ({inputs})"
     cells = [
         (str(row["batch"]), "num"),
         (text_of(row["scenarios"]) or "-", ""),
         (f'<span class="badge {escape(status)}">{escape(status)}</span>', "html"),
         (version_label(row["model_version"]), ""),
-        ("-" if _missing(share) else f"{float(share):.0%}", "num"),
+        (changed, "reason"),
+        (inputs, "num"),
         (_number(row["estimated_auc"]), "num"),
         (realised, "num"),
+        ("-" if _missing(row["estimate_error"]) else f"{float(row['estimate_error']):+.3f}", "num"),
         (str(row["decision"]), ""),
         (outcome or "-", ""),
         (text_of(row["quarantine_reason"]) if quarantined else "", "reason"),

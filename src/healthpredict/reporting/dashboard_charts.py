@@ -24,6 +24,7 @@ from healthpredict.reporting.timeline_views import (
     SCENARIO_SHADE,
     SEVERITY_CAP,
     SEVERITY_SCALE,
+    VERDICT_COLOURS,
     VERSION_COLOURS,
     active_spans,
     auc_range,
@@ -181,7 +182,7 @@ def drift_figure(run: RunHistory) -> go.Figure:
     share, heat = rows["share"], rows["features"]
     figure.add_trace(_drift_share_bars(batches), row=share, col=1)
     peak = float(batches["drift_share"].fillna(0).max()) if len(batches) else 0.0
-    figure.update_yaxes(title_text="drift share", tickformat=".0%", row=share)
+    figure.update_yaxes(title_text="gain off ref.", tickformat=".0%", row=share)
     figure.update_yaxes(range=[0, max(peak, 0.05) * 1.35], row=share)  # room for bar labels
     if severity.empty:
         # High up, clear of the "quarantined" labels in the middle.
@@ -203,15 +204,20 @@ def drift_figure(run: RunHistory) -> go.Figure:
 
 
 def _drift_share_bars(batches: pd.DataFrame) -> go.Bar:
-    flagged = batches["dataset_drift"].eq(True)
-    verdict = flagged.map({True: "yes", False: "no"})
+    """Split gain off the reference per batch, coloured by the two verdicts."""
+    verdict = np.where(
+        batches["dataset_drift"].eq(True),
+        "input drift",
+        np.where(batches["data_changed"].eq(True), "data changed", "no move"),
+    )
+    moved = batches["moved"].replace("", "none")
     return go.Bar(
         x=batches["batch"], y=batches["drift_share"], showlegend=False,
-        marker_color=np.where(flagged, "#d62728", "#6baed6").tolist(),
+        marker_color=[VERDICT_COLOURS[v] for v in verdict],
         texttemplate="%{y:.0%}", textposition="outside", cliponaxis=False,
-        customdata=list(zip(batches["n_drifted"], verdict, strict=True)),
-        hovertemplate="batch %{x}: drift share %{y:.0%}<br>%{customdata[0]} features flagged, "
-        "dataset drift: %{customdata[1]}<extra></extra>",
+        customdata=list(zip(batches["n_drifted"], verdict, moved, strict=True)),
+        hovertemplate="batch %{x}: %{customdata[1]}<br>%{y:.0%} of the split gain off the "
+        "reference, %{customdata[0]} fields off it<br>moved: %{customdata[2]}<extra></extra>",
     )  # fmt: skip
 
 

@@ -129,12 +129,13 @@ def format_gate_decision(decision: GateDecision) -> str:
 
 
 def format_batch_table(history: RunHistory) -> str:
-    """Per-window table of a deployment or replay: drift, estimated and realised AUC, decision,
-    model."""
+    """Per-window table of a deployment or replay: both data verdicts (fields that moved; the
+    split-gain share off the reference, starred when it is input drift), estimated and realised
+    AUC with the estimate's error, decision, model."""
     lines = [
         f"run {history.name}: {history.policy_text}; scenarios: {history.scenario_set}",
-        f"{'window':<18}{'status':<12}{'scenario':<30}{'drift':>6}{'est AUC':>9}"
-        f"{'realised AUC':>24}  {'decision':<22}{'model':>6}",
+        f"{'window':<18}{'status':<12}{'scenario':<24}{'moved':>6}{'inputs':>7}{'est AUC':>9}"
+        f"{'realised AUC':>24}{'error':>7}  {'decision':<22}{'model':>6}",
     ]
     for row in history.batches.to_dict("records"):
         lines.append(_batch_line(row))
@@ -162,12 +163,18 @@ def _batch_line(row: dict[Any, Any]) -> str:
     decision = row["decision"] if not row["outcome"] else f"{row['decision']}: {row['outcome']}"
     if row["outcome"] == "promoted":
         decision += f" v{row['new_version']}"
-    scenario = str(row["scenarios"] or "-")[:29]
-    drift = number(row["drift_share"])[:-1] if row["drift_share"] == row["drift_share"] else "-"
+    scenario = str(row["scenarios"] or "-")[:23]
+    moved = str(len(row["moved"].split(", "))) if row["moved"] else "-"
+    inputs = number(row["drift_share"])[:-1] if row["drift_share"] == row["drift_share"] else "-"
+    if row["dataset_drift"] is True:
+        inputs += "*"
+    error = row["estimate_error"]
+    error_text = "-" if error != error else f"{error:+.3f}"
     model = f"v{row['model_version']}" if row["model_version"] else "-"
     return (
-        f"{row['batch_name']:<18}{row['status']:<12}{scenario:<30}{drift:>6}"
-        f"{number(row['estimated_auc']):>9}{realised:>24}  {decision:<22}{model:>6}"
+        f"{row['batch_name']:<18}{row['status']:<12}{scenario:<24}{moved:>6}{inputs:>7}"
+        f"{number(row['estimated_auc']):>9}{realised:>24}{error_text:>7}  {decision:<22}"
+        f"{model:>6}"
     )
 
 

@@ -27,6 +27,7 @@ from healthpredict.reporting.timeline_views import (
     SCENARIO_SHADE,
     SEVERITY_CAP,
     SEVERITY_SCALE,
+    VERDICT_COLOURS,
     VERSION_COLOURS,
     active_spans,
     auc_range,
@@ -71,14 +72,18 @@ def plot_drift_heatmap(run: RunHistory, path: Path) -> Path:
     batches, severity = run.batches, drift_matrix(run)
     figure, axes = _timeline_axes(batches, share=1.1, features=0.28 * max(len(severity), 4))
     top, bottom = axes["share"], axes["features"]
-    flagged = batches["dataset_drift"].eq(True).to_numpy()
+    verdict = np.where(
+        batches["dataset_drift"].eq(True),
+        "input drift",
+        np.where(batches["data_changed"].eq(True), "data changed", "no move"),
+    )
     share = batches["drift_share"]
-    bars = top.bar(batches["batch"], share, color=np.where(flagged, "#d62728", "#6baed6"))
+    bars = top.bar(batches["batch"], share, color=[VERDICT_COLOURS[v] for v in verdict])
     top.bar_label(bars, [f"{value:.0%}" if pd.notna(value) else "" for value in share], fontsize=8)
     peak = float(share.fillna(0).max()) if len(share) else 0.0
     top.set_ylim(0, max(peak, 0.05) * 1.45)  # room for the labels
     top.yaxis.set_major_formatter(plt.FuncFormatter(lambda value, _: f"{value:.0%}"))
-    top.set_ylabel("drift share")
+    top.set_ylabel("gain off ref.")
     figure.suptitle(f"Data drift per batch, run {run.name}")
     _mark_batches(top, batches)
     if severity.empty:

@@ -29,6 +29,11 @@ EVENT_STYLE = {
 SCENARIO_SHADE = "#fdf1e1"  # a light tint: the shading is context, the data stays on top
 QUARANTINE_SHADE = "#ebebeb"
 SEVERITY_CAP = 3.0  # colours saturate at 3x the threshold; hover shows the raw statistic
+HEATMAP_FIELDS = 24  # of the contract's 47 fields, the ones that were ever off the reference
+QUIET_FIELDS = 8  # shown when none was: the closest to their thresholds
+# A batch's bar by its data verdicts: the model's inputs moved enough to matter, a field moved,
+# nothing moved (fields may still be off the reference, settled in their new state).
+VERDICT_COLOURS = {"input drift": "#d62728", "data changed": "#ff7f0e", "no move": "#6baed6"}
 VERSION_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
 # Below the threshold greys to blues, above it oranges to dark red: the threshold is the edge.
 SEVERITY_SCALE: list[tuple[float, str]] = [
@@ -144,21 +149,24 @@ def timeline_events(batches: pd.DataFrame) -> pd.DataFrame:
 
 
 def drift_severity(feature_drift: pd.DataFrame) -> pd.Series:
-    """How far each feature's test went past its threshold: 1 is the threshold, above drifted.
-
-    Distances (PSI, Wasserstein) flag drift above their threshold, p-value tests below it;
-    each row's own flag tells which, so the ratio is inverted for p-values.
-    """
+    """How far each field's distribution statistic went past its calibrated threshold: 1 is
+    the threshold. A field off the reference by a quality check alone (new values, format,
+    missingness, cardinality) shows at least 1, one that is not below 1."""
     statistic = feature_drift["statistic"].astype(float).to_numpy()
     threshold = feature_drift["threshold"].astype(float).to_numpy()
-    distance = (statistic >= threshold) == feature_drift["drifted"].astype(bool).to_numpy()
+    drifted = feature_drift["drifted"].astype(bool).to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(distance, statistic / threshold, threshold / statistic)
+        ratio = np.where(
+            threshold > 0, statistic / threshold, np.where(statistic > 0, SEVERITY_CAP, 0.0)
+        )
+    ratio = np.where(drifted, np.maximum(ratio, 1.0), np.minimum(ratio, 0.99))
     return pd.Series(np.clip(ratio, 0.0, SEVERITY_CAP), index=feature_drift.index)
 
 
 def drift_matrix(run: RunHistory, value: str = "severity") -> pd.DataFrame:
-    """Features (rows, most often drifted first) by batch (columns, every batch of the run).
+    """Fields (rows, most often off the reference first; only those ever off it, at most
+    :data:`HEATMAP_FIELDS`, or the closest few when none was) by batch (columns, every batch
+    of the run).
 
     ``value`` is "severity" (:func:`drift_severity`), "statistic" or "threshold"; cells of
     batches without drift rows (quarantined) are NaN.
@@ -170,7 +178,9 @@ def drift_matrix(run: RunHistory, value: str = "severity") -> pd.DataFrame:
     frame = frame.assign(severity=drift_severity(frame))
     severity = frame.pivot_table(index="feature", columns="batch", values="severity")
     rank = pd.DataFrame({"drifted": (severity >= 1).sum(axis=1), "mean": severity.mean(axis=1)})
-    order = rank.sort_values(["drifted", "mean"], ascending=False).index
+    rank = rank.sort_values(["drifted", "mean"], ascending=False)
+    ever = rank.index[rank["drifted"] > 0]
+    order = (ever if len(ever) else rank.index[:QUIET_FIELDS])[:HEATMAP_FIELDS]
     table = frame.pivot_table(index="feature", columns="batch", values=value, aggfunc="max")
     return table.reindex(index=order, columns=batches).astype(float)
 
