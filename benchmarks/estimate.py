@@ -69,7 +69,7 @@ def estimates(history: RunHistory, engine: Engine, stream: Stream, seed: NewMode
     print("\n== 2. Label-free estimate against the realised AUC")
     versions = tables.window_versions
     with engine.connect() as connection:
-        raw = dict(
+        raw: dict[int, float] = dict(
             connection.execute(
                 select(versions.c.window, versions.c.estimated_auc_raw).where(
                     versions.c.deployment == RUN

@@ -19,11 +19,12 @@ over ``m`` checks (valid whatever the dependence between fields, exact when inde
 its threshold is the null distribution's quantile at that share:
 
 - distribution statistics: a parametric bootstrap. Batch and reference are redrawn from the
-  reference's value shares (multinomial, batch size and reference size), with the mass of values
-  the reference has not seen estimated by Good-Turing (its share of values seen once) and
-  spread over as many new values; the far tail is read from a gamma distribution matched to
-  the mean and variance of the squared statistic over the draws (squared distances are
-  asymptotically weighted sums of chi-squares, which a two-moment gamma approximates well);
+  reference's value shares (Poisson counts, batch size and reference size), with the mass of
+  values the reference has not seen estimated by Good-Turing (its share of values seen once,
+  plus one) and spread over as many new values; the far tail is read from a gamma distribution
+  matched to the mean and variance of the squared statistic over the draws (squared distances
+  are asymptotically weighted sums of chi-squares, which a two-moment gamma approximates
+  well), and never below the largest draw;
 - counts (empty values, rows with unseen values or shapes): beta-binomial predictive
   distributions, the reference share being uncertain too (Jeffreys prior);
 - distinct values: as in a random subset of the reference's rows of the batch's size (closed
@@ -144,13 +145,17 @@ def wasserstein(values: np.ndarray, reference: np.ndarray, current: np.ndarray) 
 
 def gamma_quantile(draws: np.ndarray, share: float) -> float:
     """The statistic exceeded with probability ``share``: a gamma matched to the mean and
-    variance of the squared draws, read at ``1 - share``, as a distance again."""
+    variance of the squared draws, read at ``1 - share``, as a distance again; never below the
+    largest draw. (A field nearly constant in the reference, a drug given to three patients in
+    ten thousand, has a statistic with a few large atoms, one per rare value a batch happens to
+    hold: the gamma's smooth tail falls below them; the largest draw does not.)"""
     squared = draws**2
     mean, variance = float(squared.mean()), float(squared.var())
+    largest = float(draws.max())
     if variance <= 0 or mean <= 0:
-        return float(draws.max())
+        return largest
     shape_parameter, scale = mean**2 / variance, variance / mean
-    return float(np.sqrt(stats.gamma.ppf(1 - share, shape_parameter, scale=scale)))
+    return max(float(np.sqrt(stats.gamma.ppf(1 - share, shape_parameter, scale=scale))), largest)
 
 
 def count_band(seen: int, total: int, n: int, share: float) -> tuple[int, int]:
@@ -302,8 +307,9 @@ class ReferenceField:
 
 
 def _singletons(counts: pd.Series) -> int:
-    """Values seen once: times the size, the Good-Turing estimate of the unseen mass."""
-    return int((counts == 1).sum())
+    """Values seen once, plus one: times the size, the Good-Turing estimate of the unseen mass
+    (the one more: a reference without a singleton has not shown that nothing else occurs)."""
+    return int((counts == 1).sum()) + 1
 
 
 @dataclass(frozen=True)
