@@ -390,9 +390,9 @@ class Settings(BaseSettings):
         default=0.3,
         gt=0.0,
         le=1.0,
-        description="Share of the model's split gain in fields off the reference that, with a "
-        "field moving in the window, raises the input-drift alarm (`data_drift`, the one a "
-        "retraining policy may listen to).",
+        description="Share of the model's split gain that raises the input-drift alarm "
+        "(`data_drift`, the signal a retraining policy may listen to): carried by the fields "
+        "that moved in the window, or newly reached by the fields off the reference.",
     )
     prediction_drift_threshold: float = Field(
         default=0.1,
