@@ -61,7 +61,9 @@ def alarms(history: RunHistory) -> None:
     for number, row in batches.set_index("batch").iterrows():
         mine = features[features.batch == number]
         states = mine["status"].value_counts().to_dict()
-        print(f"  w{number:03d}: moved {row['moved'] or '-'}; states {states}")
+        moved = len(row["moved"].split(", ")) if row["moved"] else 0
+        print(f"  w{number:03d}: input drift {'yes' if row['dataset_drift'] else 'no'}; "
+              f"{moved} moved ({row['moved'] or '-'}); states {states}")  # fmt: skip
 
 
 def estimates(history: RunHistory, engine: Engine, stream: Stream, seed: NewModel) -> None:
