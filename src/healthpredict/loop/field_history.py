@@ -44,7 +44,7 @@ def previous_fields(
     return {
         feature: PreviousField(
             number,
-            FieldStatus(status or (FieldStatus.STEADY.value)),
+            FieldStatus(status or FieldStatus.STEADY.value),
             since,
             {str(k): int(v) for k, v in (counts or {}).items()},
         )

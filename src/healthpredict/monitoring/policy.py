@@ -10,19 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SIGNALS = (
-    "data_changed",
-    "data_drift",
-    "prediction_drift",
-    "estimated_performance",
-    "realised_performance",
-    "calibration",
-)
 Signal = Literal[
     "data_changed",
     "data_drift",
@@ -31,6 +23,7 @@ Signal = Literal[
     "realised_performance",
     "calibration",
 ]
+SIGNALS: tuple[str, ...] = get_args(Signal)
 
 
 class PolicyError(ValueError):
