@@ -113,7 +113,6 @@ class DriftMonitor:
         self.fields = FieldReference(reference, level)
         self.weights = weights.reindex([f.name for f in WATCHED], fill_value=0.0)
         self.prediction_threshold = prediction_threshold
-        self._reference = comparable(reference)
         self._baseline = pd.DataFrame({PREDICTION: np.asarray(baseline_predictions, dtype=float)})
 
     def run(
@@ -128,7 +127,7 @@ class DriftMonitor:
         calibration = self.fields.calibration(len(values))
         features = tuple(
             self._field(name, values[name], statistic, calibration)
-            for name, statistic in field_statistics(values, self._reference).items()
+            for name, statistic in field_statistics(values, self.fields.values).items()
         )
         risks = pd.DataFrame({PREDICTION: np.asarray(predictions, dtype=float)})
         prediction = report_statistics(
@@ -148,7 +147,7 @@ class DriftMonitor:
             shown = result.drifted[:REPORT_FIELDS] or list(features[:1])
             report_statistics(
                 values[[f.feature for f in shown]],
-                self._reference[[f.feature for f in shown]],
+                self.fields.values[[f.feature for f in shown]],
                 {f.feature: (f.method, f.threshold) for f in shown},
                 html_path,
             )

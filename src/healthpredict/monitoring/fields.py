@@ -431,6 +431,7 @@ class FieldReference:
     def __init__(self, reference: pd.DataFrame, level: float, seed: int = 0):
         """Summarise ``reference`` (prepared frame) for a family-wise false-alarm ``level``."""
         values = comparable(reference)
+        self.values = values  # the reference as compared, for the statistics and the report
         self.level = level
         self.seed = seed
         self.fields = {f.name: ReferenceField.of(f, values[f.name]) for f in WATCHED}
