@@ -289,6 +289,45 @@ def monitor(
         )
 
 
+@app.command("score")
+def score(
+    source: Annotated[
+        str, typer.Argument(help="Encounters, CSV or Parquet: a path, file://, s3:// or https://.")
+    ],
+    output: Annotated[str, typer.Argument(help="Scores, Parquet: a path or s3://.")],
+    model_version: Annotated[
+        str | None, typer.Option(help="Registered version (default: the champion).")
+    ] = None,
+    reasons: Annotated[
+        int, typer.Option(min=0, max=50, help="Strongest contributions per row (0: none).")
+    ] = 0,
+    rejects: Annotated[
+        str | None,
+        typer.Option(
+            help="Rows breaking the contract (default: OUTPUT's name with .rejects.parquet)."
+        ),
+    ] = None,
+) -> None:
+    """Score a whole file of encounters: hashed key, risk, band, decision, model version."""
+    import sys
+
+    from rich.progress import Progress
+
+    from healthpredict.pipelines.score import score_file
+
+    settings = _run(_settings)
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task("scoring", total=None)
+
+        def advance(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total)
+
+        report = _run(
+            lambda: score_file(settings, source, output, model_version, reasons, rejects, advance)
+        )
+    typer.echo(report.summary())
+
+
 @outcomes_app.command("load")
 def outcomes_load(
     source: Annotated[

@@ -41,9 +41,14 @@ def _write_private(path: Path, text: str) -> None:
 
 def keyed_hash(values: pd.Series, salt: bytes) -> pd.Series:
     """HMAC-SHA256 of each value's text, truncated: stable per salt, not reversible without it."""
-    return values.astype(str).map(
-        lambda value: hmac.new(salt, value.encode(), hashlib.sha256).hexdigest()[:_KEY_HEX_CHARS]
-    )
+    keyed = hmac.new(salt, digestmod=hashlib.sha256)  # the key schedule once, copied per value
+
+    def key(value: str) -> str:
+        digest = keyed.copy()
+        digest.update(value.encode())
+        return digest.hexdigest()[:_KEY_HEX_CHARS]
+
+    return values.astype(str).map(key)
 
 
 def pseudonymise(frame: pd.DataFrame, salt: bytes) -> pd.DataFrame:

@@ -92,7 +92,7 @@ def validate_raw(raw: pd.DataFrame, with_label: bool = True) -> ValidationResult
     reasons = pd.Series("", index=raw.index, dtype=object)
     violations: dict[str, int] = {}
     for spec in specs:
-        bad, problem = _check_column(raw[spec.raw_name].astype(str), spec)
+        bad, problem = check_column(raw[spec.raw_name].astype(str), spec)
         if bad.any():
             violations[spec.raw_name] = int(bad.sum())
             values = raw.loc[bad, spec.raw_name].astype(str).str.slice(0, 40)
@@ -110,8 +110,8 @@ def validate_raw(raw: pd.DataFrame, with_label: bool = True) -> ValidationResult
     return ValidationResult(valid=valid, rejected=rejected.reset_index(drop=True), report=report)
 
 
-def _check_column(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, str]:
-    """Return the mask of rows breaking ``spec`` and the problem in words."""
+def check_column(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, str]:
+    """Return the mask of values (text, ``?`` = missing) breaking ``spec``, and the problem."""
     missing = values == MISSING_TOKEN
     if spec.kind is Kind.INTEGER:
         is_int = values.str.match(_INTEGER_TEXT)

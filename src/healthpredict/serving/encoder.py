@@ -27,7 +27,7 @@ from healthpredict.features import (
 
 Record = Mapping[str, object]
 _UNSEEN = "\x00unseen-category"
-_AGE_YEARS = {band: i * 10.0 + 5.0 for i, band in enumerate(AGE_BANDS)}
+AGE_YEARS = {band: i * 10.0 + 5.0 for i, band in enumerate(AGE_BANDS)}
 
 
 class FastPathError(ValueError):
@@ -35,7 +35,7 @@ class FastPathError(ValueError):
 
 
 @dataclass(frozen=True)
-class _Lookup:
+class Lookup:
     """One text column's fitted encoding: value -> output column (one-hot) or value (target)."""
 
     source: str
@@ -43,12 +43,12 @@ class _Lookup:
     default: float
 
 
-def _as_text(value: object) -> str:
-    """Mirror of ``features._as_text`` for one value."""
+def as_text(value: object) -> str:
+    """Mirror of ``features.as_text`` for one value."""
     return MISSING_CATEGORY if value is None else str(value)
 
 
-def _code_prefix(value: object) -> str:
+def code_prefix(value: object) -> str:
     """Mirror of the ``diag_N_code`` derivation: 3-character ICD-9 prefix."""
     return MISSING_CATEGORY if value is None else str(value).split(".")[0]
 
@@ -62,8 +62,8 @@ def _derived_text(record: Record, column: str) -> str:
     if column in _GROUPS:
         return icd9_group(record[_GROUPS[column]])
     if column in _CODES:
-        return _code_prefix(record[_CODES[column]])
-    return _as_text(record[column])
+        return code_prefix(record[_CODES[column]])
+    return as_text(record[column])
 
 
 def numeric_features(record: Record) -> list[float]:
@@ -73,7 +73,7 @@ def numeric_features(record: Record) -> list[float]:
     utilisation = [float(record[c]) for c in UTILISATION_COLUMNS]  # type: ignore[arg-type]
     diabetes = sum(icd9_group(record[c]) == "diabetes" for c in DIAGNOSIS_COLUMNS)
     values = {
-        "age_years": _AGE_YEARS.get(record["age"], np.nan),  # type: ignore[call-overload]
+        "age_years": AGE_YEARS.get(record["age"], np.nan),  # type: ignore[call-overload]
         "prior_visits": sum(utilisation),
         "meds_active": float(len(meds) - meds.count("No")),
         "meds_changed": float(up + down),
@@ -104,7 +104,7 @@ def _probe(encoder: object, categories: Sequence[np.ndarray]) -> list[np.ndarray
     return blocks
 
 
-def _one_hot_lookups(one_hot: object, columns: Sequence[str], offset: int) -> list[_Lookup]:
+def _one_hot_lookups(one_hot: object, columns: Sequence[str], offset: int) -> list[Lookup]:
     """Map each value to the absolute index of its one-hot column (-1: all zeros)."""
     categories = one_hot.categories_  # type: ignore[attr-defined]
     sizes = list(one_hot._n_features_outs)  # type: ignore[attr-defined]
@@ -118,12 +118,12 @@ def _one_hot_lookups(one_hot: object, columns: Sequence[str], offset: int) -> li
             raise FastPathError(f"one-hot block of {column!r} is not one-hot")
         index = [float(offset + starts[i] + r.argmax()) if r.any() else -1.0 for r in local]
         lookups.append(
-            _Lookup(column, dict(zip(map(str, cats), index[:-1], strict=True)), index[-1])
+            Lookup(column, dict(zip(map(str, cats), index[:-1], strict=True)), index[-1])
         )
     return lookups
 
 
-def _target_lookups(target: object, columns: Sequence[str]) -> list[_Lookup]:
+def _target_lookups(target: object, columns: Sequence[str]) -> list[Lookup]:
     """Map each value to its fitted target encoding (unseen: the learned default)."""
     categories = target.categories_  # type: ignore[attr-defined]
     lookups = []
@@ -132,7 +132,7 @@ def _target_lookups(target: object, columns: Sequence[str]) -> list[_Lookup]:
     ):
         values = np.asarray(block)[:, i]
         lookups.append(
-            _Lookup(
+            Lookup(
                 column,
                 dict(zip(map(str, cats), values[:-1].tolist(), strict=True)),
                 float(values[-1]),
@@ -147,8 +147,8 @@ class RecordEncoder:
 
     feature_names: tuple[str, ...]
     numeric_start: int
-    one_hot: tuple[_Lookup, ...]
-    target: tuple[_Lookup, ...]
+    one_hot: tuple[Lookup, ...]
+    target: tuple[Lookup, ...]
     target_positions: tuple[int, ...]
 
     def encode(self, records: Sequence[Record]) -> np.ndarray:
@@ -215,8 +215,8 @@ def compile_encoder(preprocessor: Pipeline) -> RecordEncoder:
         )
     names = tuple(str(n) for n in encode.get_feature_names_out())
     numeric: int | None = None
-    one_hot: tuple[_Lookup, ...] = ()
-    target: tuple[_Lookup, ...] = ()
+    one_hot: tuple[Lookup, ...] = ()
+    target: tuple[Lookup, ...] = ()
     positions: tuple[int, ...] = ()
     for name, transformer, columns in encode.transformers_:
         start = encode.output_indices_[name].start

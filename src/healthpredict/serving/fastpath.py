@@ -21,7 +21,9 @@ import pandas as pd
 from scipy.special import expit
 from sklearn.pipeline import Pipeline
 
+from healthpredict.data.columnar import CodedBatch, check_batch, code_batch
 from healthpredict.data.schema import FEATURE_COLUMNS
+from healthpredict.serving.columnar import encode_batch
 from healthpredict.serving.encoder import FastPathError, Record, RecordEncoder, compile_encoder
 from healthpredict.serving.explain import LeafTables, concatenate, leaf_tables
 from healthpredict.serving.singlerow import SingleRowLeaves
@@ -94,6 +96,10 @@ class CompiledModel:
     def encode(self, records: Sequence[Record]) -> np.ndarray:
         """Feature matrix of ``records`` (see :class:`RecordEncoder`)."""
         return self.encoder.encode(records)
+
+    def encode_batch(self, batch: CodedBatch) -> np.ndarray:
+        """Feature matrix of a checked coded batch (see :mod:`healthpredict.serving.columnar`)."""
+        return encode_batch(self.encoder, batch)
 
     def score(
         self, matrix: np.ndarray, explain: bool = False
@@ -186,12 +192,18 @@ def check_parity(pipeline: Pipeline, compiled: CompiledModel, records: Sequence[
     Raises:
         FastPathError: The difference exceeds :data:`PARITY_ATOL`.
     """
-    expected = pipeline.predict_proba(records_frame(records))[:, 1]
-    # Both fast routes: the batch one, and the single-row C API for the first records.
+    frame = records_frame(records)
+    expected = pipeline.predict_proba(frame)[:, 1]
+    # Every fast route: records, the single-row C API for the first ones, and the columnar one.
     one_by_one = [compiled.predict([record])[0] for record in records[:_SINGLE_ROW_PROBES]]
+    checked = check_batch(code_batch(frame, FEATURE_COLUMNS))
+    if len(checked.rejected_rows):
+        raise FastPathError(f"probe records break the contract: {checked.reasons[0]}")
+    columnar = compiled.score(compiled.encode_batch(checked.valid))[0]
     gaps = (
         compiled.predict(records) - expected,
         np.asarray(one_by_one) - expected[: len(one_by_one)],
+        columnar - expected,
     )
     gap = float(max(np.max(np.abs(g), initial=0.0) for g in gaps))
     if not gap <= PARITY_ATOL:

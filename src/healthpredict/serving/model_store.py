@@ -20,8 +20,11 @@ from typing import Literal
 import mlflow
 import numpy as np
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from sklearn.pipeline import Pipeline
 
+from healthpredict.data.columnar import CodedBatch
+from healthpredict.data.schema import FEATURE_COLUMNS
 from healthpredict.modeling.registry import CHAMPION, load_pipeline
 from healthpredict.monitoring.store import mask_url
 from healthpredict.serving.encoder import FastPathError, Record
@@ -75,11 +78,23 @@ class LoadedModel:
         if self.compiled is None:
             frame = records_frame(records)
             return Scores(np.asarray(self.pipeline.predict_proba(frame)[:, 1]), None, None)
-        matrix = self.compiled.encode(records)
-        probability, attributions = self.compiled.score(matrix, explain=explain == "path")
-        if explain == "shap":
-            attributions = self.compiled.shap(matrix)
-        return Scores(probability, attributions, matrix)
+        return _scored(self.compiled, self.compiled.encode(records), explain)
+
+    def score_batch(self, batch: CodedBatch, explain: Explanation) -> Scores:
+        """As :meth:`score`, for a coded batch already checked against the contract (the
+        columnar path of batch jobs, ``/predict/batch`` and the monitoring loop)."""
+        if self.compiled is None:
+            frame = batch.frame(FEATURE_COLUMNS)
+            return Scores(np.asarray(self.pipeline.predict_proba(frame)[:, 1]), None, None)
+        return _scored(self.compiled, self.compiled.encode_batch(batch), explain)
+
+
+def _scored(compiled: CompiledModel, matrix: np.ndarray, explain: Explanation) -> Scores:
+    """Risks of a feature matrix by the fast path, with the attributions asked for."""
+    probability, attributions = compiled.score(matrix, explain=explain == "path")
+    if explain == "shap":
+        attributions = compiled.shap(matrix)
+    return Scores(probability, attributions, matrix)
 
 
 @dataclass
@@ -132,6 +147,29 @@ def download_and_load(
         return load_pipeline(local)
 
 
+def find_version(client: MlflowClient, name: str, alias: str, pinned: str | None) -> ModelVersion:
+    """The registered version ``pinned``, else the one holding ``alias``.
+
+    Raises:
+        LookupError: There is no such version (the message names what is missing).
+        MlflowException: The registry cannot be read.
+    """
+    try:
+        if pinned:
+            return client.get_model_version(name, pinned)
+        return client.get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException as error:
+        code = str(getattr(error, "error_code", ""))
+        if "RESOURCE_DOES_NOT_EXIST" not in code and "not found" not in str(error):
+            raise
+        missing = (
+            f"{name!r} has no version {pinned}"
+            if pinned
+            else f"no version of {name!r} holds the alias {alias!r}"
+        )
+        raise LookupError(missing) from error
+
+
 class ModelStore:
     """Holds the current model; refreshes it from the registry on demand or periodically."""
 
@@ -169,25 +207,8 @@ class ModelStore:
             tracking_uri=self.settings.tracking_uri, registry_uri=self.settings.tracking_uri
         )
         name = self.settings.model_name
-        pinned = self.settings.model_version
-        try:
-            # A pinned version (set by a delivery rollout) wins over the alias it follows.
-            registered = (
-                client.get_model_version(name, pinned)
-                if pinned
-                else client.get_model_version_by_alias(name, self.alias)
-            )
-        except mlflow.exceptions.MlflowException as error:
-            if "RESOURCE_DOES_NOT_EXIST" in str(
-                getattr(error, "error_code", "")
-            ) or "not found" in str(error):
-                missing = (
-                    f"{name!r} has no version {pinned}"
-                    if pinned
-                    else f"no version of {name!r} holds the alias {self.alias!r}"
-                )
-                raise LookupError(missing) from error
-            raise
+        # A pinned version (set by a delivery rollout) wins over the alias it follows.
+        registered = find_version(client, name, self.alias, self.settings.model_version)
         version = str(registered.version)
         if self.current is not None and self.current.version == version:
             self.status.last_error, self.status.failed_version = None, None
