@@ -20,11 +20,14 @@ reference are exchangeable: any alarm on such a batch is a false one.
 
 All three methods see the same columns (``healthpredict.monitoring.fields.comparable``:
 categories as text with ``"(missing)"`` for empty values, counts as floats; NUMERICAL as
-continuous, CATEGORICAL as categorical). Evidently runs in two worker processes (its ``Report``
-renders a plot per column: about 5 s a batch); on shifted batches it runs on the shifted column
-alone, which gives that column the verdict the full preset gives (each column's test is chosen
-and applied on that column alone; checked on one batch per kind). NannyML runs once, on all
-chunks, in its own venv (``make benchmark-tools``); without it that part is skipped.
+continuous, CATEGORICAL as categorical). Evidently's verdicts are the preset's own per-column
+calls (``get_one_column_drift`` with default options, which its ``ValueDrift`` and
+``DriftedColumnsCount`` metrics make) without the plots its ``Report`` renders (about 5 s a
+batch, 0.9 s without); the full ``Report([DataDriftPreset()])`` runs on 10 control batches and
+one shifted batch per kind, and the verdicts are compared column by column. Evidently runs in
+two worker processes. NannyML runs once, on all chunks, in its own venv (``make
+benchmark-tools``); without it that part is skipped. The pseudonym salt is fixed, so the
+patient split (and every figure) is the same from run to run.
 
     make benchmark-drift    # or: .venv/bin/python benchmarks/drift.py [--quick]
 """
@@ -32,6 +35,7 @@ chunks, in its own venv (``make benchmark-tools``); without it that part is skip
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import tempfile
 import textwrap
@@ -46,6 +50,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import SecretStr
 from scipy import stats
 
 from healthpredict.data.pseudonym import PATIENT_KEY
@@ -53,7 +58,13 @@ from healthpredict.data.schema import COLUMNS
 from healthpredict.data.timeline import INITIAL_WINDOW, load_window
 from healthpredict.loop.streams import split_patients
 from healthpredict.monitoring.drift import DriftMonitor, DriftResult
-from healthpredict.monitoring.fields import CATEGORICAL, NUMERICAL, WATCHED, comparable
+from healthpredict.monitoring.fields import (
+    CATEGORICAL,
+    NUMERICAL,
+    WATCHED,
+    FieldReference,
+    comparable,
+)
 from healthpredict.monitoring.quality import record_violations
 from healthpredict.pipelines.prepare_data import prepare_data
 from healthpredict.settings import Settings
@@ -68,6 +79,8 @@ EVIDENTLY_DRIFT_SHARE = 0.5  # DataDriftPreset's default dataset-level share
 NEW_DIAGNOSES = 20  # distinct unseen codes a "new codes" shift writes
 NEW_SPECIALTIES = ("Telemedicine", "Hospitalist", "Geriatrics", "PalliativeCare", "SleepMedicine")
 SPECS = {spec.name: spec for spec in COLUMNS}
+SALT = "drift-benchmark"  # a fixed pseudonym salt: the same patient split on every run
+CHECKED_CONTROL = 10  # control batches also run through Evidently's full Report
 
 ShiftFunction = Callable[[pd.DataFrame, float, np.random.Generator], pd.DataFrame]
 
@@ -312,7 +325,7 @@ _WORKER: dict[str, Any] = {}
 def _evidently_init(reference: pd.DataFrame) -> None:
     warnings.simplefilter("ignore")  # Evidently warns about its own internals
     _WORKER["reference"] = reference
-    _WORKER["datasets"] = {}
+    _WORKER["dataset"] = None
 
 
 def _definition(columns: list[str]) -> Any:
@@ -324,22 +337,58 @@ def _definition(columns: list[str]) -> Any:
     )
 
 
-def evidently_batch(current: pd.DataFrame) -> EvidentlyVerdict:
-    """``DataDriftPreset()`` with its defaults over the columns of ``current`` (comparable)."""
+def evidently_columns(current: pd.DataFrame) -> EvidentlyVerdict:
+    """DataDriftPreset's per-column verdicts without its plots: for each column of ``current``
+    (comparable), the call its ``ValueDrift`` and ``DriftedColumnsCount`` make
+    (``get_one_column_drift``, default options: the test and threshold chosen per column)."""
+    from evidently.legacy.calculations.data_drift import get_one_column_drift
+    from evidently.legacy.core import ColumnType
+    from evidently.legacy.metric_results import DatasetColumns, DatasetUtilityColumns
+    from evidently.legacy.options.data_drift import DataDriftOptions
+
+    started = time.perf_counter()
+    drifted = {}
+    for column in current.columns:
+        numerical = column in NUMERICAL
+        kind = ColumnType.Numerical if numerical else ColumnType.Categorical
+        names = DatasetColumns(
+            utility_columns=DatasetUtilityColumns(date=None, id=None, target=None, prediction=None),
+            target_type=None,
+            task=None,
+            num_feature_names=[column] if numerical else [],
+            cat_feature_names=[] if numerical else [column],
+            text_feature_names=[],
+            datetime_feature_names=[],
+            target_names=None,
+        )
+        drift = get_one_column_drift(
+            current_data=current,
+            reference_data=_WORKER["reference"],
+            column_name=column,
+            options=DataDriftOptions(),
+            dataset_columns=names,
+            column_type=kind,
+            agg_data=True,
+        )
+        drifted[column] = bool(drift.drift_detected)
+    share = sum(drifted.values()) / len(drifted)
+    return EvidentlyVerdict(drifted, share, time.perf_counter() - started)
+
+
+def evidently_report(current: pd.DataFrame) -> EvidentlyVerdict:
+    """``Report([DataDriftPreset()])`` with its defaults on ``current`` (comparable, every
+    watched column), read from the snapshot."""
     from evidently import Dataset, Report
     from evidently.presets import DataDriftPreset
 
     columns = list(current.columns)
-    key = tuple(columns)
-    if key not in _WORKER["datasets"]:
-        reference = _WORKER["reference"][columns]
-        _WORKER["datasets"][key] = Dataset.from_pandas(
-            reference, data_definition=_definition(columns)
+    if _WORKER["dataset"] is None:
+        _WORKER["dataset"] = Dataset.from_pandas(
+            _WORKER["reference"][columns], data_definition=_definition(columns)
         )
     started = time.perf_counter()
     snapshot = Report([DataDriftPreset()]).run(
-        Dataset.from_pandas(current, data_definition=_definition(columns)),
-        _WORKER["datasets"][key],
+        Dataset.from_pandas(current, data_definition=_definition(columns)), _WORKER["dataset"]
     )
     drifted, share = evidently_verdicts(snapshot.dict()["metrics"])
     return EvidentlyVerdict(drifted, share, time.perf_counter() - started)
@@ -364,12 +413,47 @@ def evidently_verdicts(metrics: list[dict[str, Any]]) -> tuple[dict[str, bool], 
     return drifted, float(counted["share"])
 
 
-def run_evidently(reference: pd.DataFrame, batches: list[pd.DataFrame]) -> list[EvidentlyVerdict]:
-    """Every batch (comparable frames) through the preset, in worker processes."""
+@dataclass(frozen=True)
+class EvidentlyRuns:
+    """Evidently on every batch, and the full Report on a sample to check the per-column path."""
+
+    control: list[EvidentlyVerdict]
+    shifted: list[EvidentlyVerdict]  # the shifted column only
+    checked_columns: list[EvidentlyVerdict]
+    checked_report: list[EvidentlyVerdict]
+
+    def agreement(self) -> tuple[int, list[str]]:
+        """Checked batches where the Report and the per-column path agree on every column and
+        the share; the differences."""
+        same, differences = 0, []
+        for index, (ours, report) in enumerate(
+            zip(self.checked_columns, self.checked_report, strict=True)
+        ):
+            differ = [c for c in report.drifted if report.drifted[c] != ours.drifted.get(c)]
+            if not differ and abs(ours.share - report.share) < 1e-9:
+                same += 1
+            else:
+                differences.append(f"batch {index}: {differ or 'share'}")
+        return same, differences
+
+
+def run_evidently(
+    reference: pd.DataFrame,
+    control: list[pd.DataFrame],
+    shifted: list[pd.DataFrame],
+    checked: list[pd.DataFrame],
+) -> EvidentlyRuns:
+    """Comparable frames through Evidently in worker processes: ``control`` and ``shifted`` by
+    the per-column path, ``checked`` by both it and the full Report."""
     with ProcessPoolExecutor(
         EVIDENTLY_WORKERS, initializer=_evidently_init, initargs=(reference,)
     ) as pool:
-        return list(pool.map(evidently_batch, batches))
+        return EvidentlyRuns(
+            control=list(pool.map(evidently_columns, control)),
+            shifted=list(pool.map(evidently_columns, shifted)),
+            checked_columns=list(pool.map(evidently_columns, checked)),
+            checked_report=list(pool.map(evidently_report, checked)),
+        )
 
 
 # --- NannyML --------------------------------------------------------------------------------
@@ -450,7 +534,7 @@ def monitor_batches(monitor: DriftMonitor, batches: Iterable[pd.DataFrame]) -> M
 
 def report_false_alarms(
     control: Monitored,
-    evidently: list[EvidentlyVerdict],
+    runs: EvidentlyRuns,
     nannyml: pd.DataFrame | None,
     nannyml_note: str,
 ) -> None:
@@ -477,6 +561,11 @@ def report_false_alarms(
     print(f"    fired: {top(fired)}")
     over = [name for name, count in fired.items() if count >= suspicious]
     print(f"    checks above their share: {', '.join(over) or 'none'}")
+    for name, detail in examples(control, [name for name, _ in fired.most_common(6)]).items():
+        print(f"      e.g. {name}: {detail}")
+    report_zero_thresholds(control)
+
+    evidently = runs.control
 
     any_column = sum(any(v.drifted.values()) for v in evidently)
     dataset = sum(v.share >= EVIDENTLY_DRIFT_SHARE for v in evidently)
@@ -486,6 +575,10 @@ def report_false_alarms(
     shares = np.array([v.share for v in evidently])
     print(f"    drifted columns per batch: median {np.median(shares) * len(WATCHED):.0f}, max "
           f"{shares.max() * len(WATCHED):.0f}; columns: {top(columns)}")  # fmt: skip
+    same, differences = runs.agreement()
+    print(f"    (per-column path; the full Report gave the same verdicts on every column on "
+          f"{same} of {len(runs.checked_report)} batches checked"
+          f"{': ' + '; '.join(differences) if differences else ''})")  # fmt: skip
     if nannyml is None:
         print(f"  {nannyml_note}")
         return
@@ -497,6 +590,37 @@ def report_false_alarms(
         + ", ".join(f"{c} x{n}" for c, n in per_column[per_column > 0].head(12).items())
     )
     print(f"    {nannyml_note}")
+
+
+def examples(control: Monitored, names: list[str]) -> dict[str, str]:
+    """The first finding's detail for each ``field/check`` in ``names``."""
+    found: dict[str, str] = {}
+    for result in control.results:
+        for drift in result.drifted:
+            for finding in drift.findings:
+                name = f"{finding.field}/{finding.check.value}"
+                if name in names and name not in found:
+                    found[name] = finding.detail
+    return {name: found[name] for name in names if name in found}
+
+
+def report_zero_thresholds(control: Monitored) -> None:
+    """Fields whose calibrated distribution threshold is 0 (one value in the reference): any
+    other value in a batch moves the statistic above it."""
+    nulls = control.results[0].calibration.nulls
+    zero = sorted(name for name, null in nulls.items() if null.statistic <= 0)
+    if not zero:
+        print("    no distribution threshold of 0")
+        return
+    only_zero = 0
+    for result in control.results:
+        findings = [f for drift in result.drifted for f in drift.findings]
+        if findings and all(f.field in zero and f.check.value == "distribution" for f in findings):
+            only_zero += 1
+    alarms = sum(bool(result.drifted) for result in control.results)
+    print(f"    distribution threshold 0 (one value in the reference): {', '.join(zero)}; "
+          f"batches alarmed by those alone: {only_zero}; without them the rate would be "
+          f"{(alarms - only_zero) / len(control.results):.1%}")  # fmt: skip
 
 
 def power_rows(
@@ -522,7 +646,21 @@ def power_rows(
     return pd.DataFrame(rows)
 
 
-def report_power(table: pd.DataFrame, family: list[Shift], skipped: list[str], k: int) -> None:
+def control_rates(
+    control: Monitored, runs: EvidentlyRuns, nannyml: pd.DataFrame | None, fields: list[str]
+) -> pd.DataFrame:
+    """For each of ``fields``: the share of control batches where each method flagged it."""
+    ours = {f: np.mean([d.drifted for r in control.results for d in r.features if d.feature == f])
+            for f in fields}  # fmt: skip
+    evidently = {f: np.mean([v.drifted[f] for v in runs.control]) for f in fields}
+    total = len(control.results)
+    nml = {f: np.nan if nannyml is None else float(nannyml[f].iloc[:total].mean()) for f in fields}
+    return pd.DataFrame({"ours": ours, "evidently": evidently, "nannyml": nml})
+
+
+def report_power(
+    table: pd.DataFrame, family: list[Shift], skipped: list[str], k: int, control: pd.DataFrame
+) -> None:
     """Part 2: the share of repeats where each method flagged the shifted field."""
     print(f"\n== 2. Detection power: share of {k} batches where each method flagged the shifted "
           f"field")  # fmt: skip
@@ -546,6 +684,9 @@ def report_power(table: pd.DataFrame, family: list[Shift], skipped: list[str], k
         lambda c: top(Counter(x for v in c for x in v.split("+") if x), 5)
     )
     print(textwrap.indent(detail.round(2).to_string(), "  "))
+    print("\n  the same fields unshifted (share of the control batches flagging them: a method "
+          "that flags a field there 'detects' any shift of it):")  # fmt: skip
+    print(textwrap.indent(control.round(2).to_string(), "  "))
     collateral = int((table["others"] > 0).sum())
     print(f"\n  ours, fields other than the shifted one flagged: {collateral} of {len(table)} "
           f"batches ({collateral / len(table):.1%}; a false-alarm rate)")  # fmt: skip
@@ -559,20 +700,43 @@ def quantiles(seconds: list[float]) -> str:
     return f"median {np.median(seconds):.3f} s, p95 {np.quantile(seconds, 0.95):.3f} s"
 
 
+def calibration_seconds(reference: pd.DataFrame, sizes: list[int]) -> dict[int, float]:
+    """The calibration's own time per batch size, on a fresh reference summary."""
+    fields = FieldReference(reference, LEVEL)
+    found = {}
+    for size in sizes:
+        started = time.perf_counter()
+        fields.calibration(size)
+        found[size] = time.perf_counter() - started
+    return found
+
+
 def report_time(
-    control: Monitored, large: Monitored, large_rows: int, pool: int, evidently: list[float]
+    control: Monitored,
+    large: Monitored,
+    pool: int,
+    runs: EvidentlyRuns,
+    calibration: dict[int, float],
 ) -> None:
     """Part 3: the monitor's time per batch."""
     rows = control.results[0].calibration.batch_rows
+    large_rows = large.results[0].calibration.batch_rows
     print(f"\n== 3. DriftMonitor.run time ({len(WATCHED)} fields)")
+    print(
+        "  calibration alone (fresh reference summary): "
+        + ", ".join(f"{size:,} rows {seconds:.2f} s" for size, seconds in calibration.items())
+    )
     later = len(control.seconds) - 1
     print(f"  {rows:,} rows: first call {control.seconds[0]:.2f} s (calibration for the size "
           f"included); later {later} calls {quantiles(control.seconds[1:])}")  # fmt: skip
     note = "" if large_rows == LARGE_BATCH else f" (the pool has {pool:,} patients)"
     print(f"  {large_rows:,} rows{note}: first call {large.seconds[0]:.2f} s; later "
           f"{len(large.seconds) - 1} calls {quantiles(large.seconds[1:])}")  # fmt: skip
-    print(f"  for comparison, Evidently DataDriftPreset on a {rows:,}-row batch: "
-          f"{quantiles(evidently)} ({EVIDENTLY_WORKERS} workers at once)")  # fmt: skip
+    columns = [v.seconds for v in runs.control]
+    report = [v.seconds for v in runs.checked_report]
+    print(f"  for comparison, Evidently on a {rows:,}-row batch ({EVIDENTLY_WORKERS} workers at "
+          f"once): its per-column drift calls {quantiles(columns)}; Report([DataDriftPreset()]) "
+          f"{quantiles(report)}")  # fmt: skip
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -610,7 +774,7 @@ def main() -> None:
     options = parse_options()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
-        settings = Settings(data_dir=Path(folder))
+        settings = Settings(data_dir=Path(folder), id_salt=SecretStr(SALT))
         reference_half, pool_half = halves(settings)
     seeds = np.random.SeedSequence(settings.seed).spawn(4)
     reference = PatientSampler(reference_half, np.random.default_rng(seeds[0])).draw()
@@ -628,7 +792,7 @@ def main() -> None:
         prediction_threshold=PREDICTION_THRESHOLD,
     )
     import_started = time.perf_counter()
-    import evidently.legacy.calculations.stattests.registry  # timed apart from the first call
+    importlib.import_module("evidently.legacy.calculations.stattests.registry")  # timed apart
 
     print(f"Evidently's import: {time.perf_counter() - import_started:.1f} s (once a process)")
 
@@ -643,30 +807,27 @@ def main() -> None:
     values = comparable(reference)
     control_values = [comparable(batch) for batch in control_batches]
     shifted_values = [comparable(item.batch) for item in shifted]
-    checked = {item.shift.kind: i for i, item in reversed(list(enumerate(shifted)))}
-    evidently = run_evidently(
+    largest = [v for i, v in enumerate(shifted_values) if shifted[i].size == max(SIZES)]
+    checked = control_values[:CHECKED_CONTROL] + [
+        largest[i] for i in range(0, len(largest), 2 * options.repeats)
+    ]  # and one shifted batch per kind (two fields a kind)
+    runs = run_evidently(
         values,
-        control_values
-        + [frame[[item.shift.field]] for frame, item in zip(shifted_values, shifted, strict=True)]
-        + [shifted_values[i] for i in checked.values()],
+        control_values,
+        [frame[[item.shift.field]] for frame, item in zip(shifted_values, shifted, strict=True)],
+        checked,
     )
-    control_ev = evidently[: len(control_values)]
-    shifted_ev = evidently[len(control_values) : len(control_values) + len(shifted)]
-    full_ev = evidently[len(control_values) + len(shifted) :]
     nannyml, nannyml_note = run_nannyml_alerts(
         values, control_values + shifted_values, np.random.default_rng(seeds[3])
     )
 
-    report_false_alarms(control, control_ev, nannyml, nannyml_note)
-    table = power_rows(shifted, ours, shifted_ev, nannyml, offset=len(control_values))
-    report_power(table, family, skipped, options.repeats)
-    agree = sum(
-        full.drifted[shifted[i].shift.field] == shifted_ev[i].drifted[shifted[i].shift.field]
-        for full, i in zip(full_ev, checked.values(), strict=True)
-    )
-    print(f"  Evidently, one-column preset vs full preset on the shifted column: same verdict "
-          f"on {agree} of {len(full_ev)} batches checked (one per kind)")  # fmt: skip
-    report_time(control, large, large_rows, pool.patients, [v.seconds for v in control_ev])
+    report_false_alarms(control, runs, nannyml, nannyml_note)
+    table = power_rows(shifted, ours, runs.shifted, nannyml, offset=len(control_values))
+    fields = list(dict.fromkeys(shift.field for shift in family))
+    rates = control_rates(control, runs, nannyml, fields)
+    report_power(table, family, skipped, options.repeats, rates)
+    seconds = calibration_seconds(reference, [rows, large_rows])
+    report_time(control, large, pool.patients, runs, seconds)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 
