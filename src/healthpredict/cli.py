@@ -307,6 +307,13 @@ def score(
             help="Rows breaking the contract (default: OUTPUT's name with .rejects.parquet)."
         ),
     ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Run on this Ray cluster with Ray Data (INPUT: Parquet file or folder; "
+            "OUTPUT: a folder of parts)."
+        ),
+    ] = None,
 ) -> None:
     """Score a whole file of encounters: hashed key, risk, band, decision, model version."""
     import sys
@@ -315,7 +322,19 @@ def score(
 
     from healthpredict.pipelines.score import score_file
 
-    settings = _run(_settings)
+    settings = _run(lambda: _settings(ray_address=ray_address))
+    if settings.ray_address:
+        from healthpredict.pipelines.score_on_ray import score_on_ray
+
+        address = settings.ray_address
+        typer.echo(
+            _run(
+                lambda: score_on_ray(
+                    settings, source, output, address, model_version, reasons, rejects
+                )
+            ).summary()
+        )
+        return
     with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task("scoring", total=None)
 

@@ -107,8 +107,9 @@ class Settings(BaseSettings):
     # --- hyper-parameter search and promotion gate ------------------------------------------
     ray_address: str | None = Field(
         default=None,
-        description="Ray cluster to run the search on (e.g. ray://head:10001); default: a local "
-        "Ray with this machine's CPUs (RAY_ADDRESS is honoured too).",
+        description="Ray cluster to run the search and `healthpredict score` on (e.g. "
+        "head:6379 or ray://head:10001); default: the search on a local Ray with this machine's "
+        "CPUs (RAY_ADDRESS is honoured too), scoring in this process.",
     )
     search_space_file: Path | None = Field(
         default=None, description="Search space YAML; default: the packaged search_space.yaml."

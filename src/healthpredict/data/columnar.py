@@ -15,7 +15,7 @@ row that breaks them its reason, in the words ``healthpredict data validate`` us
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +23,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from healthpredict.data.schema import COLUMNS, MISSING_TOKEN, RAW_TO_NAME, ColumnSpec, Kind
+from healthpredict.data.schema import (
+    COLUMNS,
+    FEATURE_COLUMNS,
+    MISSING_TOKEN,
+    RAW_TO_NAME,
+    ColumnSpec,
+    Kind,
+)
 from healthpredict.data.validate import ContractError, check_column
 
 SPECS: dict[str, ColumnSpec] = {spec.name: spec for spec in COLUMNS}
@@ -136,13 +143,11 @@ def check_batch(batch: CodedBatch, seen_ids: set[object] | None = None) -> Check
     problems: list[tuple[np.ndarray, str, str | None]] = []
     typed: dict[str, CodedColumn] = {}
     for name, column in batch.columns.items():
-        spec = SPECS[name]
-        text = pd.Series([MISSING_TOKEN if v is None else _text(v) for v in column.values])
-        bad_value, problem = check_column(text.astype(str), spec)
-        bad = column.take(bad_value.to_numpy())
+        bad_value, typed_values = _verdicts(SPECS[name], column.values)
+        bad = column.take(bad_value)
         if bad.any():
-            problems.append((bad, f"{name}: {problem}", name))
-        typed[name] = CodedColumn(column.codes, _typed_values(column.values, bad_value, spec))
+            problems.append((bad, f"{name}: {_problem(SPECS[name], column.values)}", name))
+        typed[name] = CodedColumn(column.codes, typed_values)
     if seen_ids is not None and "encounter_id" in typed:
         duplicate = _duplicates(typed["encounter_id"], seen_ids)
         if duplicate.any():
@@ -168,6 +173,19 @@ def check_batch(batch: CodedBatch, seen_ids: set[object] | None = None) -> Check
     )
 
 
+def contract_batch(rows: pa.Table | pd.DataFrame | Sequence[Mapping[str, object]]) -> CodedBatch:
+    """Rows already held to the contract (API requests, prepared data) as a checked batch.
+
+    Raises:
+        ContractError: A row breaks the contract after all (the first reason is named).
+    """
+    table = rows if isinstance(rows, pa.Table | pd.DataFrame) else pa.Table.from_pylist(list(rows))
+    checked = check_batch(code_batch(table, FEATURE_COLUMNS))
+    if len(checked.rejected_rows):
+        raise ContractError(f"row {checked.rejected_rows[0]}: {checked.reasons[0]}")
+    return checked.valid
+
+
 def _compacted(codes: np.ndarray, values: tuple[object, ...]) -> CodedColumn:
     """A column holding only the values its rows hold."""
     used, inverse = np.unique(codes, return_inverse=True)
@@ -191,15 +209,39 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _typed_values(
-    values: tuple[object, ...], bad: pd.Series, spec: ColumnSpec
-) -> tuple[object, ...]:
-    """Values as the contract types them; a value that broke the rule is kept as it came."""
-    typed = int if spec.kind is Kind.INTEGER else str
-    return tuple(
-        v if flagged or v is None else typed(_text(v))
-        for v, flagged in zip(values, bad.tolist(), strict=True)
-    )
+# Per column, the verdict on each value met so far: (breaks the rule, the value typed). Requests
+# and batches repeat the same values, so most batches are checked by dictionary look-ups only.
+# Columns of (nearly) unique values stop being remembered at the limit.
+_VERDICTS: dict[str, dict[object, tuple[bool, object]]] = {}
+_REMEMBERED_PER_COLUMN = 20_000
+
+
+def _verdicts(
+    spec: ColumnSpec, values: tuple[object, ...]
+) -> tuple[np.ndarray, tuple[object, ...]]:
+    """Per distinct value, whether it breaks ``spec`` and its typed form (as it came if broken)."""
+    known = _VERDICTS.setdefault(spec.name, {})
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        text = pd.Series([MISSING_TOKEN if v is None else _text(v) for v in unknown], dtype=str)
+        bad, _ = check_column(text, spec)
+        typed = int if spec.kind is Kind.INTEGER else str
+        found = {
+            v: (flagged, v if flagged or v is None else typed(_text(v)))
+            for v, flagged in zip(unknown, bad.tolist(), strict=True)
+        }
+        if len(known) < _REMEMBERED_PER_COLUMN:
+            known.update(found)
+    else:
+        found = {}
+    verdicts = [known.get(v) or found[v] for v in values]
+    return np.array([b for b, _ in verdicts], dtype=bool), tuple(t for _, t in verdicts)
+
+
+def _problem(spec: ColumnSpec, values: tuple[object, ...]) -> str:
+    """The rule a column's values break, in words (the rare path: only when some do)."""
+    text = pd.Series([MISSING_TOKEN if v is None else _text(v) for v in values], dtype=str)
+    return check_column(text, spec)[1]
 
 
 def _reasons(

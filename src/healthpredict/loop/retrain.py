@@ -21,13 +21,15 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import select
 
+from healthpredict.data.columnar import contract_batch
 from healthpredict.data.prepare import TARGET
 from healthpredict.data.pseudonym import ENCOUNTER_KEY, PATIENT_KEY, SEQUENCE
+from healthpredict.data.schema import FEATURE_COLUMNS
 from healthpredict.loop.context import LoopContext, run_key
 from healthpredict.loop.models import NewModel
 from healthpredict.loop.pending import PendingWindow, jsonable
 from healthpredict.loop.profile import build as build_profile
-from healthpredict.loop.windows import OCCURRED_AT, labelled, records_of
+from healthpredict.loop.windows import OCCURRED_AT, labelled
 from healthpredict.modeling.gate import GateDecision
 from healthpredict.modeling.gate import decide as decide_gate
 from healthpredict.modeling.train import ModelKind, features_of, fit_model
@@ -182,9 +184,10 @@ def _gate(
     champion: str,
     challenger: str,
 ) -> GateDecision:
-    records = records_of(holdout)
+    batch = contract_batch(holdout.loc[:, list(FEATURE_COLUMNS)])
     scores = [
-        context.slot.load(v).score(records, "none").probabilities for v in (champion, challenger)
+        context.slot.load(v).score_batch(batch, "none").probabilities
+        for v in (champion, challenger)
     ]
     return decide_gate(
         holdout[TARGET].to_numpy(),

@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from sklearn.pipeline import Pipeline
 
-from healthpredict.data.columnar import CodedBatch
+from healthpredict.data.columnar import CodedBatch, contract_batch
 from healthpredict.data.schema import FEATURE_COLUMNS
 from healthpredict.modeling.registry import CHAMPION, load_pipeline
 from healthpredict.monitoring.store import mask_url
@@ -39,6 +39,9 @@ from healthpredict.settings import Settings
 
 logger = logging.getLogger(__name__)
 PARITY_PROBES = 500
+# From this many records a request is encoded column by column (measured: 1,000 records in half
+# the time of record by record; below a few hundred the record encoder's lower overhead wins).
+COLUMNAR_ROWS = 256
 # Tags copied from the registered version into GET /model.
 PUBLIC_TAGS = ("data_hash", "training_window", "model_kind", "promotion_reason")
 
@@ -78,6 +81,8 @@ class LoadedModel:
         if self.compiled is None:
             frame = records_frame(records)
             return Scores(np.asarray(self.pipeline.predict_proba(frame)[:, 1]), None, None)
+        if len(records) >= COLUMNAR_ROWS:
+            return self.score_batch(contract_batch(records), explain)
         return _scored(self.compiled, self.compiled.encode(records), explain)
 
     def score_batch(self, batch: CodedBatch, explain: Explanation) -> Scores:
