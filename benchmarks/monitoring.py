@@ -56,7 +56,9 @@ def run_plan(
     seed: NewModel,
 ) -> RunHistory:
     """Replay ``stream`` in process from the champion ``seed``; return its history."""
-    slot = FolderSlot(settings.simulation_dir / run / "models", settings.model_name)
+    slot = FolderSlot(
+        settings.simulation_dir / run / "models", settings.model_name, settings.compiled_trees_dir
+    )
     slot.seed(seed)
     plan = ReplayPlan(run, policy[0], policy[1], scenarios, stream, slot, through_service=False)
     return replay(settings, plan).history

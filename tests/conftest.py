@@ -21,6 +21,9 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
     for name in list(os.environ):
         if name.startswith("HEALTHPREDICT_") and name != "HEALTHPREDICT_DATA_SOURCE":
             monkeypatch.delenv(name)
+    # Compiling each model's trees costs seconds a version; the tests of the compiled path
+    # (tests/serving/test_trees.py, test_score_job.py) ask for it.
+    monkeypatch.setenv("HEALTHPREDICT_TREE_COMPILER", "lightgbm")
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
@@ -57,6 +60,7 @@ def make_settings(tmp_path: Path, source: Path | str, **overrides: object) -> Se
         "bootstrap_rounds": 50,
         "cv_folds": 3,
         "min_champion_roc_auc": 0.5,
+        "tree_compiler": "lightgbm",
     }
     return Settings(**{**values, **overrides})  # type: ignore[arg-type]
 

@@ -186,6 +186,12 @@ class Settings(BaseSettings):
         default=30.0, ge=0.0, description="Champion alias check period; 0 disables polling."
     )
     top_contributions: int = Field(default=5, ge=0, le=50, description="Reasons per prediction.")
+    tree_compiler: Literal["lleaves", "lightgbm"] = Field(
+        default="lleaves",
+        description="How batches of 256 rows or more evaluate the trees: lleaves compiles each "
+        "model version once (seconds a booster, cached under <data_dir>/compiled-trees) and then "
+        "scores about 5x faster than LightGBM's own predict; lightgbm skips the compile.",
+    )
     # Secret: a PostgreSQL URL carries its password.
     monitoring_db_url: SecretStr | None = Field(
         default=None,
@@ -488,6 +494,11 @@ class Settings(BaseSettings):
     def prepared_dir(self) -> Path:
         """Folder of the prepared timeline (Parquet files and manifest)."""
         return self.data_dir / "prepared"
+
+    @property
+    def compiled_trees_dir(self) -> Path | None:
+        """Cache of compiled trees; None when LightGBM scores the trees itself."""
+        return self.data_dir / "compiled-trees" if self.tree_compiler == "lleaves" else None
 
     @property
     def simulation_dir(self) -> Path:

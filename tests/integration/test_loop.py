@@ -84,7 +84,9 @@ def main_run(registered: Settings) -> RunHistory:
 def folder_plan(settings: Settings, run: str, policy: str) -> ReplayPlan:
     """A what-if replay whose champion is a model fitted here on the initial window."""
     stream = natural_stream(settings)
-    slot = FolderSlot(settings.simulation_dir / run / "models", settings.model_name)
+    slot = FolderSlot(
+        settings.simulation_dir / run / "models", settings.model_name, settings.compiled_trees_dir
+    )
     if not slot.has_champion():
         slot.seed(fitted_seed(settings, stream))
     return ReplayPlan(

@@ -201,7 +201,7 @@ def test_parity_check_catches_a_wrong_fast_path(loaded: LoadedModel) -> None:
 def test_store_falls_back_to_the_pipeline(
     champion: Champion, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loaded: LoadedModel
 ) -> None:
-    def refuse(pipeline: Any) -> CompiledModel:
+    def refuse(pipeline: Any, trees_cache: Any = None) -> CompiledModel:
         raise FastPathError("not this time")
 
     monkeypatch.setattr(model_store_module, "compile_pipeline", refuse)

@@ -32,6 +32,13 @@ ROWS = 600
 
 
 @pytest.fixture(scope="module")
+def compiled(champion: Champion) -> Champion:
+    """The champion as the job runs by default: its trees compiled (lleaves)."""
+    settings = champion.settings.model_copy(update={"tree_compiler": "lleaves"})
+    return Champion(settings, champion.version, champion.folder)
+
+
+@pytest.fixture(scope="module")
 def raw() -> pd.DataFrame:
     """Encounters in the extract's own form (its column names, '?' for missing, text)."""
     frame = make_raw_frame(ROWS, seed=21).drop(columns=["readmitted"])
@@ -58,11 +65,11 @@ def _contract_named(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_parquet_is_scored_exactly_as_the_pipeline_scores(
-    champion: Champion, raw: pd.DataFrame, expected: pd.DataFrame, tmp_path: Path
+    compiled: Champion, raw: pd.DataFrame, expected: pd.DataFrame, tmp_path: Path
 ) -> None:
     source = tmp_path / "discharges.parquet"
     _contract_named(raw).to_parquet(source)
-    report = score_file(champion.settings, str(source), str(tmp_path / "scores.parquet"))
+    report = score_file(compiled.settings, str(source), str(tmp_path / "scores.parquet"))
     scores = pd.read_parquet(tmp_path / "scores.parquet")
     assert (report.rows, report.scored, report.rejected) == (ROWS, ROWS, 0)
     assert list(scores.columns) == [
@@ -74,11 +81,12 @@ def test_parquet_is_scored_exactly_as_the_pipeline_scores(
     ]
     assert scores["encounter_key"].tolist() == expected["encounter_key"].tolist()
     np.testing.assert_allclose(scores["probability"], expected["probability"], rtol=0, atol=1e-9)
-    settings = champion.settings
+    settings = compiled.settings
     assert (scores["decision"] == (scores["probability"] >= settings.decision_threshold)).all()
     bands = np.searchsorted(settings.risk_band_edges, scores["probability"], side="right")
     assert scores["risk_band"].tolist() == [settings.risk_band_names[i] for i in bands]
-    assert set(scores["model_version"]) == {champion.version}
+    assert set(scores["model_version"]) == {compiled.version}
+    assert "trees: lleaves" in report.fast_path  # 600 rows: the compiled trees scored them
     assert pd.read_parquet(tmp_path / "scores.rejects.parquet").empty
     assert "patient_nbr" not in scores and "encounter_id" not in scores
 

@@ -43,6 +43,9 @@ class CodedColumn:
 
     codes: np.ndarray
     values: tuple[object, ...]
+    # The values as int64 when the column came as integers without nulls (typed Parquet): its
+    # range check is then one numpy comparison, however many distinct values (e.g. the ids).
+    integers: np.ndarray | None = None
 
     def take(self, per_value: np.ndarray) -> np.ndarray:
         """Per row, the entry of ``per_value`` (one entry per distinct value) for its value."""
@@ -70,7 +73,9 @@ class CodedBatch:
 
     def select(self, rows: np.ndarray) -> CodedBatch:
         """The batch restricted to ``rows`` (positions or a boolean mask); values are shared."""
-        columns = {n: CodedColumn(c.codes[rows], c.values) for n, c in self.columns.items()}
+        columns = {
+            n: CodedColumn(c.codes[rows], c.values, c.integers) for n, c in self.columns.items()
+        }
         count = int(rows.sum()) if rows.dtype == bool else len(rows)
         return CodedBatch(columns, count, self.extra_columns)
 
@@ -108,8 +113,11 @@ def _coded(column: pa.ChunkedArray) -> CodedColumn:
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     encoded = pc.dictionary_encode(column.combine_chunks(), null_encoding="encode")
-    values = [None if v in _MISSING_TEXT else v for v in encoded.dictionary.to_pylist()]
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
+    if pa.types.is_integer(column.type) and column.null_count == 0:
+        integers = encoded.dictionary.to_numpy().astype(np.int64, copy=False)
+        return CodedColumn(codes, tuple(integers.tolist()), integers)
+    values = [None if v in _MISSING_TEXT else v for v in encoded.dictionary.to_pylist()]
     return _merged(codes, values)
 
 
@@ -143,11 +151,11 @@ def check_batch(batch: CodedBatch, seen_ids: set[object] | None = None) -> Check
     problems: list[tuple[np.ndarray, str, str | None]] = []
     typed: dict[str, CodedColumn] = {}
     for name, column in batch.columns.items():
-        bad_value, typed_values = _verdicts(SPECS[name], column.values)
+        bad_value, typed_values = _verdicts(SPECS[name], column)
         bad = column.take(bad_value)
         if bad.any():
             problems.append((bad, f"{name}: {_problem(SPECS[name], column.values)}", name))
-        typed[name] = CodedColumn(column.codes, typed_values)
+        typed[name] = CodedColumn(column.codes, typed_values, column.integers)
     if seen_ids is not None and "encounter_id" in typed:
         duplicate = _duplicates(typed["encounter_id"], seen_ids)
         if duplicate.any():
@@ -160,7 +168,7 @@ def check_batch(batch: CodedBatch, seen_ids: set[object] | None = None) -> Check
     valid = {
         name: _compacted(column.codes[keep], column.values)
         if name in broken
-        else CodedColumn(column.codes[keep], column.values)
+        else CodedColumn(column.codes[keep], column.values, column.integers)
         for name, column in typed.items()
     }
     rejected = np.flatnonzero(~keep)
@@ -216,10 +224,12 @@ _VERDICTS: dict[str, dict[object, tuple[bool, object]]] = {}
 _REMEMBERED_PER_COLUMN = 20_000
 
 
-def _verdicts(
-    spec: ColumnSpec, values: tuple[object, ...]
-) -> tuple[np.ndarray, tuple[object, ...]]:
+def _verdicts(spec: ColumnSpec, column: CodedColumn) -> tuple[np.ndarray, tuple[object, ...]]:
     """Per distinct value, whether it breaks ``spec`` and its typed form (as it came if broken)."""
+    if column.integers is not None and spec.kind is Kind.INTEGER:
+        outside = (column.integers < (spec.minimum or 0)) | (column.integers > (spec.maximum or 0))
+        return outside, column.values
+    values = column.values
     known = _VERDICTS.setdefault(spec.name, {})
     unknown = [v for v in values if v not in known]
     if unknown:

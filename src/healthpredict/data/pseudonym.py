@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -41,14 +42,19 @@ def _write_private(path: Path, text: str) -> None:
 
 def keyed_hash(values: pd.Series, salt: bytes) -> pd.Series:
     """HMAC-SHA256 of each value's text, truncated: stable per salt, not reversible without it."""
+    return pd.Series(keyed_hashes(values.astype(str), salt), index=values.index, dtype=object)
+
+
+def keyed_hashes(texts: Iterable[str], salt: bytes) -> list[str]:
+    """:func:`keyed_hash` of plain texts (the batch job's ids), without pandas in between."""
     keyed = hmac.new(salt, digestmod=hashlib.sha256)  # the key schedule once, copied per value
 
-    def key(value: str) -> str:
+    def key(text: str) -> str:
         digest = keyed.copy()
-        digest.update(value.encode())
+        digest.update(text.encode())
         return digest.hexdigest()[:_KEY_HEX_CHARS]
 
-    return values.astype(str).map(key)
+    return [key(text) for text in texts]
 
 
 def pseudonymise(frame: pd.DataFrame, salt: bytes) -> pd.DataFrame:

@@ -26,10 +26,11 @@ class FolderSlot:
 
     kind = "folder"
 
-    def __init__(self, folder: Path, model_name: str):
-        """Use (or create) ``folder``."""
+    def __init__(self, folder: Path, model_name: str, trees_cache: Path | None = None):
+        """Use (or create) ``folder``; ``trees_cache`` compiles the trees of loaded versions."""
         self.folder = folder
         self.name = model_name
+        self.trees_cache = trees_cache
         folder.mkdir(parents=True, exist_ok=True)
         self._loaded: dict[str, LoadedModel] = {}
 
@@ -87,7 +88,7 @@ class FolderSlot:
                 raise SlotError(f"version {version} is missing from {self.folder}")
             pipeline = cloudpickle.loads(path.read_bytes())
             self._loaded[version] = prepare_model(
-                self.name, version, "", "", self.tags(version), pipeline
+                self.name, version, "", "", self.tags(version), pipeline, self.trees_cache
             )
         return self._loaded[version]
 

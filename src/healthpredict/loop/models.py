@@ -123,7 +123,13 @@ class RegistrySlot:
             pipeline = download_and_load(self.client, self.name, version, self.settings)
             registered = self.client.get_model_version(self.name, version)
             self._loaded[version] = prepare_model(
-                self.name, version, "", registered.run_id or "", dict(registered.tags), pipeline
+                self.name,
+                version,
+                "",
+                registered.run_id or "",
+                dict(registered.tags),
+                pipeline,
+                self.settings.compiled_trees_dir,
             )
         return self._loaded[version]
 

@@ -86,7 +86,9 @@ def _seeded_folder(
     settings: Settings, run: str, stream: Stream, initial_version: str | None
 ) -> FolderSlot:
     """A what-if run's folder, its first champion copied from the registry or fitted here."""
-    slot = FolderSlot(settings.simulation_dir / run / "models", settings.model_name)
+    slot = FolderSlot(
+        settings.simulation_dir / run / "models", settings.model_name, settings.compiled_trees_dir
+    )
     if slot.has_champion():
         return slot
     if stream.kind == "exchangeable":

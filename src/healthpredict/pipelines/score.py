@@ -16,12 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 from mlflow import MlflowClient
 
 from healthpredict.data.columnar import CheckedBatch, CodedBatch, check_batch, code_batch
-from healthpredict.data.pseudonym import ENCOUNTER_KEY, keyed_hash, load_or_create_salt
+from healthpredict.data.pseudonym import ENCOUNTER_KEY, keyed_hashes, load_or_create_salt
 from healthpredict.data.schema import FEATURE_COLUMNS
 from healthpredict.data.tables import ParquetOutput, open_table, publish_together, read_batches
 from healthpredict.errors import HealthPredictError
@@ -137,8 +136,7 @@ class BatchScorer:
         return pa.Table.from_arrays(columns, schema=scores_schema(self.reasons))
 
     def _keys(self, ids: list[object]) -> list[str | None]:
-        present = [v for v in ids if v is not None]
-        keys = iter(keyed_hash(pd.Series(present, dtype=object), self.salt).tolist())
+        keys = iter(keyed_hashes([str(v) for v in ids if v is not None], self.salt))
         return [None if v is None else next(keys) for v in ids]
 
     def _reasons(self, attributions: np.ndarray | None, rows: int) -> pa.Array:
@@ -232,9 +230,9 @@ def load_model(settings: Settings, version: str | None) -> LoadedModel:
         raise ScoringError(f"{error}; {fix}") from error
     found = str(registered.version)
     pipeline = download_and_load(client, name, found, settings)
-    return prepare_model(
-        name, found, "champion", registered.run_id or "", dict(registered.tags), pipeline
-    )
+    tags = dict(registered.tags)
+    trees = settings.compiled_trees_dir
+    return prepare_model(name, found, "champion", registered.run_id or "", tags, pipeline, trees)
 
 
 def score_file(

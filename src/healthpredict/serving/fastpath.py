@@ -12,8 +12,10 @@ same leaves give the per-row attributions. :func:`check_parity` compares the two
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,12 +29,18 @@ from healthpredict.serving.columnar import encode_batch
 from healthpredict.serving.encoder import FastPathError, Record, RecordEncoder, compile_encoder
 from healthpredict.serving.explain import LeafTables, concatenate, leaf_tables
 from healthpredict.serving.singlerow import SingleRowLeaves
+from healthpredict.serving.trees import LightGBMScorer, TreeCompileError, TreeScorer, compile_trees
+
+logger = logging.getLogger(__name__)
 
 # Probabilities are identical up to float rounding of np.interp versus scipy's interp1d.
 PARITY_ATOL = 1e-9
 # One thread per call for small inputs: the service parallelises across requests, and
 # LightGBM's thread pool costs more than it gains on a few rows.
 _SMALL_BATCH = 256
+# From this many rows, probabilities without attributions come from the tree scorer (compiled
+# where it could be); below, the leaf path's lower call overhead wins.
+_TREE_SCORER_ROWS = 256
 _SINGLE_ROW_PROBES = 100
 
 
@@ -70,6 +78,7 @@ class _Member:
     tables: LeafTables
     calibrator: _Calibrator
     single_row: SingleRowLeaves
+    trees: TreeScorer
 
     def leaves(self, matrix: np.ndarray) -> np.ndarray:
         """Leaf index of every row in every tree (one traversal, the cost of a prediction)."""
@@ -112,8 +121,12 @@ class CompiledModel:
         probability = np.zeros(len(matrix))
         leaves = []
         for member in self.members:
-            leaves.append(member.leaves(matrix))
-            probability += member.probability(member.tables.raw_scores(leaves[-1]))
+            if explain or len(matrix) < _TREE_SCORER_ROWS:
+                leaves.append(member.leaves(matrix))
+                raw = member.tables.raw_scores(leaves[-1])
+            else:
+                raw = member.trees.raw_scores(matrix, threads=0)
+            probability += member.probability(raw)
         attributions = None
         if explain:
             # One gather over every member's trees: a third of the cost of one per member.
@@ -133,8 +146,11 @@ class CompiledModel:
         return (total[:, :-1] / len(self.members)) @ self.group_matrix
 
 
-def compile_pipeline(pipeline: Pipeline) -> CompiledModel:
+def compile_pipeline(pipeline: Pipeline, trees_cache: Path | None = None) -> CompiledModel:
     """Compile a fitted ``Pipeline([features, CalibratedClassifierCV(LGBMClassifier)])``.
+
+    With ``trees_cache``, each booster's trees are also compiled to native code (lleaves,
+    cached there); a booster that cannot be compiled is scored by LightGBM itself.
 
     Raises:
         FastPathError: The pipeline does not have that shape (e.g. the logistic baseline).
@@ -160,10 +176,27 @@ def compile_pipeline(pipeline: Pipeline) -> CompiledModel:
         tables = leaf_tables(estimator.booster_, feature_group, len(groups))
         booster = estimator.booster_
         compiled_members.append(
-            _Member(booster, tables, _Calibrator.of(calibrator, method), SingleRowLeaves(booster))
+            _Member(
+                booster,
+                tables,
+                _Calibrator.of(calibrator, method),
+                SingleRowLeaves(booster),
+                tree_scorer(booster, trees_cache),
+            )
         )
     all_trees = concatenate([m.tables for m in compiled_members])
     return CompiledModel(encoder, tuple(compiled_members), groups, matrix, all_trees)
+
+
+def tree_scorer(booster: Any, cache: Path | None) -> TreeScorer:
+    """The booster compiled into ``cache``, else (no cache, or it cannot be) LightGBM itself."""
+    if cache is None:
+        return LightGBMScorer(booster)
+    try:
+        return compile_trees(booster, cache)
+    except TreeCompileError as error:
+        logger.warning("trees not compiled, LightGBM scores them: %s", error)
+        return LightGBMScorer(booster)
 
 
 def _lgbm_name(name: str) -> str:

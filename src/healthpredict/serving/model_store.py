@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 import mlflow
@@ -88,6 +89,8 @@ class LoadedModel:
     def score_batch(self, batch: CodedBatch, explain: Explanation) -> Scores:
         """As :meth:`score`, for a coded batch already checked against the contract (the
         columnar path of batch jobs, ``/predict/batch`` and the monitoring loop)."""
+        if batch.n_rows == 0:  # every row of a batch rejected: LightGBM refuses empty input
+            return Scores(np.zeros(0), None, None)
         if self.compiled is None:
             frame = batch.frame(FEATURE_COLUMNS)
             return Scores(np.asarray(self.pipeline.predict_proba(frame)[:, 1]), None, None)
@@ -118,19 +121,30 @@ Loader = Callable[[MlflowClient, str, str, Settings], Pipeline]
 
 
 def prepare_model(
-    name: str, version: str, alias: str, run_id: str, tags: dict[str, str], pipeline: Pipeline
+    name: str,
+    version: str,
+    alias: str,
+    run_id: str,
+    tags: dict[str, str],
+    pipeline: Pipeline,
+    trees_cache: Path | None = None,
 ) -> LoadedModel:
     """Compile and prove the fast path; a model the pipeline cannot score is rejected.
 
-    Everything that scores like the service (the service itself, the simulation) builds its
-    :class:`LoadedModel` here.
+    Everything that scores like the service (the service itself, the simulation, the batch
+    job) builds its :class:`LoadedModel` here; ``trees_cache`` (the setting
+    ``compiled_trees_dir``) compiles the trees too.
     """
     probes = contract_records(PARITY_PROBES, seed=int(version) if version.isdigit() else 0)
     pipeline.predict_proba(records_frame(probes[:5]))  # raises if the model cannot score
     try:
-        compiled: CompiledModel | None = compile_pipeline(pipeline)
+        compiled: CompiledModel | None = compile_pipeline(pipeline, trees_cache)
         gap = check_parity(pipeline, compiled, probes)  # type: ignore[arg-type]
-        note = f"fast path on; max |difference| to the pipeline {gap:.1e} on {len(probes)} probes"
+        trees = "+".join(sorted({m.trees.backend for m in compiled.members}))  # type: ignore[union-attr]
+        note = (
+            f"fast path on (trees: {trees}); max |difference| to the pipeline {gap:.1e} "
+            f"on {len(probes)} probes"
+        )
     except FastPathError as error:
         compiled, note = None, f"fast path off ({error}); serving through the pipeline"
         logger.warning("%s version %s: %s", name, version, note)
@@ -235,7 +249,8 @@ class ModelStore:
     def _prepare(
         self, name: str, version: str, run_id: str, tags: dict[str, str], pipeline: Pipeline
     ) -> LoadedModel:
-        return prepare_model(name, version, self.alias, run_id, tags, pipeline)
+        trees = self.settings.compiled_trees_dir
+        return prepare_model(name, version, self.alias, run_id, tags, pipeline, trees)
 
     def _record_failure(self, error: Exception) -> str:
         message = mask_url(f"{type(error).__name__}: {error}")[:500]
