@@ -167,9 +167,15 @@ def _encode_fold(
 def run_trial(
     config: dict[str, Any], encoded: dict[int, list[FoldMatrices]], n_jobs: int, seed: int
 ) -> None:
-    """One trial, run by Ray: fit fold after fold and report the running mean after each."""
+    """One trial, run by Ray: fit fold after fold and report the running mean after each.
+
+    Each report also names the Ray node the trial ran on (``node_id``): on a cluster, nodes can
+    share an IP and host name, which is all Tune's own ``node_ip`` and ``hostname`` tell apart.
+    """
+    import ray
     from ray import tune
 
+    node_id = ray.get_runtime_context().get_node_id()
     folds = encoded[config["preprocessing"]["min_category_count"]]
     scores: list[float] = []
     for fold in folds:
@@ -191,6 +197,7 @@ def run_trial(
                 "fold_roc_auc": scores[-1],
                 "fold_pr_auc": float(average_precision_score(fold.valid_y, predicted)),
                 "folds_done": len(scores),
+                "node_id": node_id,
             }
         )
 
@@ -198,23 +205,69 @@ def run_trial(
 def connect_ray(address: str | None) -> None:
     """Join the Ray cluster at ``address`` (or RAY_ADDRESS), else start a local Ray.
 
+    ``address`` is a GCS address (``host:6379``, what ``ray start --head`` prints) or a Ray
+    Client address (``ray://host:10001``). A cluster with token authentication (Ray's default
+    once a token exists) also needs RAY_AUTH_MODE=token and its token in this process's
+    environment before Ray is imported.
+
     Raises:
-        SearchError: The cluster cannot be reached.
+        SearchError: The cluster cannot be reached or refuses us, or Ray is already connected to
+            a different cluster.
     """
     import ray
+    from ray.exceptions import AuthenticationError
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address and address != "auto":
         _check_reachable(address)
     if ray.is_initialized():
+        _check_same_cluster(address)
         return
     try:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=usable_cpus(), include_dashboard=False, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        raise SearchError(f"cannot reach the Ray cluster at {address}: {error}") from error
+    except (AuthenticationError, ConnectionError, RuntimeError, ValueError) as error:
+        raise SearchError(
+            f"cannot reach the Ray cluster at {address}: {error}{_auth_hint(error)}"
+        ) from error
+
+
+def _auth_hint(error: BaseException) -> str:
+    """The fix, when the cluster refused us for want of its token.
+
+    Ray wraps the refusal in a RuntimeError whose message, not cause, holds the original.
+    """
+    from ray.exceptions import AuthenticationError
+
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, AuthenticationError) or "InvalidAuthToken" in str(cause):
+            return (
+                " (the cluster wants its token: set RAY_AUTH_MODE=token before starting, and "
+                "the token as RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)"
+            )
+        cause = cause.__cause__ or cause.__context__
+    return ""
+
+
+def _check_same_cluster(address: str | None) -> None:
+    """Refuse to search on whatever Ray this process is connected to when another was named."""
+    import ray
+
+    if not address or address == "auto" or address.startswith("ray://"):
+        return
+    connected = str(ray.get_runtime_context().gcs_address)
+    wanted, current = urlsplit(f"ray://{address}"), urlsplit(f"ray://{connected}")
+    same_host = wanted.hostname in ("localhost", "127.0.0.1", "::1") or (
+        socket.gethostbyname(wanted.hostname or "") == current.hostname
+    )
+    if wanted.port != current.port or not same_host:
+        raise SearchError(
+            f"Ray is already connected to {connected}, not {address}: call ray.shutdown() "
+            "first, or leave ray_address unset to use the Ray already connected"
+        )
 
 
 def _check_reachable(address: str) -> None:

@@ -190,6 +190,7 @@ class ScoringReport:
     violations_by_column: dict[str, int] = field(default_factory=dict)
     load_seconds: float = 0.0  # fetching the model, compiling its fast path, proving parity
     seconds: float = 0.0  # the whole job, the model's load included
+    workers: tuple[str, ...] = ()  # on Ray: "<node id>:<pid>" of each actor (one model load)
 
     def add(self, batch: ScoredBatch) -> None:
         """Count one scored batch."""
@@ -209,6 +210,9 @@ class ScoringReport:
             f"{self.rejects}; {self.seconds:.1f} s ({self.load_seconds:.1f} s loading the model, "
             f"then {rate:,.0f} rows/s)"
         )
+        if self.workers:
+            nodes = {worker.split(":")[0] for worker in self.workers}
+            text += f"; on {len(self.workers)} Ray workers on {len(nodes)} nodes"
         if self.violations_by_column:
             ranked = sorted(self.violations_by_column.items(), key=lambda item: -item[1])
             text += "; violations by column: " + ", ".join(f"{c}: {n:,}" for c, n in ranked)

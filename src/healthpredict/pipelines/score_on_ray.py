@@ -15,6 +15,7 @@ every node can reach (a shared folder or an object store).
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -40,33 +41,36 @@ from healthpredict.pipelines.score import (
 from healthpredict.settings import Settings
 
 ROWS_PER_CALL = 65_536
+ACTOR_START_SECONDS = 600  # a worker's model load (download, compile, parity) must fit in
+WORKER = "ray_worker"  # node id and process of the actor that scored a row (not written out)
 
 
 class _ActorScorer:
     """A Ray actor's scorer: loads the model once, then scores every batch it is given."""
 
     def __init__(self, settings: Settings, version: str, reasons: int) -> None:
+        import ray
+
         model = load_model(settings, version)
         self.scorer = BatchScorer.for_settings(model, settings, reasons)
         self.schema = combined_schema(reasons)
+        self.worker = f"{ray.get_runtime_context().get_node_id()}:{os.getpid()}"
 
     def __call__(self, table: pa.Table) -> pa.Table:
         scored = self.scorer.score(table)
         rejects = scored.rejects.set_column(
             0, "input_row", pa.nulls(scored.rejects.num_rows, pa.int64())
         )
-        return (
-            pa.concat_tables([scored.scores, rejects], promote_options="permissive")
-            .select(self.schema.names)
-            .cast(self.schema)
-        )
+        both = pa.concat_tables([scored.scores, rejects], promote_options="permissive")
+        both = both.append_column(WORKER, pa.array([self.worker] * both.num_rows, pa.string()))
+        return both.select(self.schema.names).cast(self.schema)
 
 
 def combined_schema(reasons: int) -> pa.Schema:
     """One row per input row: the score columns, then the reject columns (nullable)."""
     fields = list(scores_schema(reasons))
     fields += [f for f in REJECTS_SCHEMA if f.name not in scores_schema(reasons).names]
-    return pa.schema(fields)
+    return pa.schema([*fields, pa.field(WORKER, pa.string())])
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,11 @@ def score_on_ray(
     report = ScoringReport(source, output, str(folders.rejects), model.version, model.fast_path)
     report.load_seconds = time.perf_counter() - started  # the driver's; each worker loads too
     try:
+        # Work is handed out only once every actor has loaded its model: else the first one
+        # ready takes every block of a small input and the other nodes idle. (A dataset keeps
+        # the context it was created under.)
+        context = ray.data.DataContext.get_current()
+        context.wait_for_min_actors_s = ACTOR_START_SECONDS
         dataset = _scored(ray.data.read_parquet(source), settings, model.version, reasons)
         reason = col(REJECTION_REASON)
         scores, rejected = (
@@ -139,6 +148,7 @@ def score_on_ray(
             str(folders.staging(folders.rejects))
         )
         report.scored, report.rejected = scores.count(), rejected.count()
+        report.workers = tuple(sorted(dataset.unique(WORKER)))
         report.rows = report.scored + report.rejected
         folders.publish()
     finally:
@@ -151,12 +161,22 @@ def _scored(dataset: Dataset, settings: Settings, version: str, reasons: int) ->
     """The dataset scored by a pool of actors (one model load each), materialised once."""
     import ray
 
+    # One actor a CPU, all started at once: every node scores, each actor loads the model once.
+    # The input is read and split first: actors holding every CPU leave none for other tasks.
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    read = dataset.materialize()
+    # At least a block an actor, at most ROWS_PER_CALL rows a block (a call's batch).
+    blocks = max(cpus, math.ceil(read.count() / ROWS_PER_CALL))
+    split = read.repartition(blocks).materialize()  # before the actors hold every CPU
+    return _mapped(split, settings, version, reasons, cpus)
+
+
+def _mapped(dataset: Dataset, settings: Settings, version: str, reasons: int, cpus: int) -> Dataset:
     return dataset.map_batches(
         _ActorScorer,
         fn_constructor_args=(settings, version, reasons),
-        batch_size=ROWS_PER_CALL,
+        batch_size=None,  # a whole block a call
         batch_format="pyarrow",
-        concurrency=(1, cpus),
+        concurrency=cpus,
         num_cpus=1,
     ).materialize()
