@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import time
 from typing import Any
 
 import pytest
@@ -97,5 +99,46 @@ def test_openapi_has_contract_enums_ranges_and_examples(client: TestClient) -> N
         schema["components"]["schemas"]["EncounterBatch"]["properties"]["encounters"]["maxItems"]
         == 1000
     )
-    assert {"APIKeyHeader"} <= {k.split("-")[0] for k in schema["components"]["securitySchemes"]}
+    schemes = schema["components"]["securitySchemes"]
+    assert {name: scheme["name"] for name, scheme in schemes.items()} == {
+        "ApiKey": "X-API-Key",
+        "AdminKey": "X-Admin-Key",
+    }
+    # One key per operation, the right one; the open endpoints ask for none.
+    security = {
+        (method, path): operation.get("security")
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+    }
+    assert security == {
+        ("post", "/predict"): [{"ApiKey": []}],
+        ("post", "/predict/batch"): [{"ApiKey": []}],
+        ("post", "/outcomes"): [{"ApiKey": []}],
+        ("get", "/model"): [{"ApiKey": []}],
+        ("post", "/admin/reload"): [{"AdminKey": []}],
+        ("get", "/health"): None,
+        ("get", "/ready"): None,
+        ("get", "/metrics"): None,
+    }
+    assert set(schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
+    # /predict parses its own request: documented exactly as FastAPI documents /predict/batch.
+    predict = schema["paths"]["/predict"]["post"]
+    batch = schema["paths"]["/predict/batch"]["post"]
+    assert predict["parameters"] == batch["parameters"]
+    errors = {code for code in batch["responses"] if code != "200"}
+    assert {c: predict["responses"][c] for c in errors} == {
+        c: batch["responses"][c] for c in errors
+    }
+    assert predict["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Encounter"
+    }
     assert client.get("/docs").status_code == 200
+
+
+def test_the_heap_is_frozen_once_a_model_is_loaded(client: TestClient) -> None:
+    # A full garbage collection of the loaded heap would stall every request for ~150 ms.
+    deadline = time.monotonic() + 30
+    while gc.get_freeze_count() == 0:
+        assert time.monotonic() < deadline, "the heap was never frozen after the model load"
+        time.sleep(0.05)
+    assert gc.get_freeze_count() > 10_000

@@ -100,13 +100,13 @@ def test_writes_are_batched(tmp_path: Path) -> None:
     writer.flush_now()
     writer.close()
     assert writer.stats.written == 200
-    assert 1 <= len(statements) <= 5 and all(statements)  # a few executemany, not 200 inserts
+    assert 1 <= len(statements) <= 5  # a few multi-row statements, not 200 inserts
 
 
 def test_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> None:
     writer = PredictionLogWriter(
-        make_engine(f"sqlite:///{tmp_path / 'log.db'}"), 0.1, 10, capacity=1
-    )
+        make_engine(f"sqlite:///{tmp_path / 'log.db'}"), 0.1, 10, capacity=3
+    )  # rows
     writer.submit(_logged("a", 3))
     writer.submit(_logged("b", 4))  # not started: the queue is full
     assert writer.stats.dropped == 4

@@ -8,18 +8,29 @@ to a :class:`PredictionLogWriter`, whose thread inserts them in batches.
 from __future__ import annotations
 
 import logging
-import queue
 import re
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sqlalchemy import Engine, Table, create_engine, event, insert
+from pydantic_core import to_json
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Dialect,
+    Engine,
+    Table,
+    TextClause,
+    create_engine,
+    event,
+    insert,
+    text,
+)
 from sqlalchemy.exc import OperationalError
 
 from healthpredict.errors import HealthPredictError
@@ -54,11 +65,16 @@ def mask_url(text: str) -> str:
     return re.sub(r"(://[^/:@\s]+):[^/@\s]*@", r"\1:***@", text)
 
 
-def make_engine(url: str) -> Engine:
-    """Engine for ``url``; SQLite gets its folder created and write-ahead logging."""
+def make_engine(url: str, **options: Any) -> Engine:
+    """Engine for ``url``; SQLite gets its folder created and write-ahead logging.
+
+    Args:
+        url: A SQLAlchemy database URL.
+        **options: Passed to :func:`sqlalchemy.create_engine`.
+    """
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True, **options)
     if engine.dialect.name == "sqlite":
         # WAL lets monitoring jobs read the log while the service appends to it.
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -165,10 +181,21 @@ class WriterStats:
 
 
 class PredictionLogWriter:
-    """Batches prediction rows into the store from a background thread.
+    """Batches prediction rows into the store from one background thread.
 
-    ``submit`` never blocks and never raises: when the queue is full (the database is down or
-    too slow) rows are dropped and counted, because a prediction must not wait for its log.
+    :meth:`submit` appends to an in-memory buffer under a lock held for a few instructions: it
+    never blocks, never raises and never wakes the thread for one entry (a wake-up per request
+    would hand the GIL to the writer on every prediction). The thread wakes every
+    ``flush_seconds``, or as soon as ``flush_rows`` rows wait, takes everything buffered and
+    inserts it in transactions of at most ``flush_rows`` rows.
+
+    Bounds and failure modes: at most ``capacity`` rows wait; beyond that rows are dropped and
+    counted (``stats.dropped``), because a prediction must not wait for its log. A failed
+    insert (database down) counts its rows in ``stats.failed`` with the error, is logged, and
+    is not retried. :meth:`close` writes everything buffered before it returns. A process
+    killed without a clean stop loses the rows not yet committed: those submitted in the last
+    ``flush_seconds`` (fewer when ``flush_rows`` rows fill sooner) plus the transaction in
+    flight, and never more than ``capacity`` + ``flush_rows`` rows.
     """
 
     def __init__(
@@ -178,63 +205,97 @@ class PredictionLogWriter:
         self.engine = engine
         self.flush_seconds = flush_seconds
         self.flush_rows = flush_rows
+        self.capacity = capacity
         self.stats = WriterStats()
-        self._queue: queue.Queue[LogEntry | None] = queue.Queue(maxsize=capacity)
+        self._buffer: list[LogEntry] = []
+        self._buffered_rows = 0
+        self._accepted = 0  # entries taken into the buffer, ever
+        self._settled = 0  # entries written or failed, ever
+        self._closed = False
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._progress = threading.Condition()
         self._thread: threading.Thread | None = None
         self._schema_ready = False
 
     def start(self) -> None:
         """Start the writer thread (it creates missing tables before its first write)."""
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
     def submit(self, entry: LogEntry) -> None:
-        """Queue one request's rows for writing (never blocks)."""
-        try:
-            self._queue.put_nowait(entry)
-        except queue.Full:
+        """Buffer one request's rows for writing (never blocks; full or closed: dropped)."""
+        rows = len(entry)
+        with self._lock:
+            accepted = not self._closed and self._buffered_rows + rows <= self.capacity
+            if accepted:
+                self._buffer.append(entry)
+                self._buffered_rows += rows
+                self._accepted += 1
+                full = self._buffered_rows >= self.flush_rows
+        if not accepted:
             with self.stats.lock:
-                self.stats.dropped += len(entry)
+                self.stats.dropped += rows
+        elif full:
+            self._wake.set()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop the thread."""
+        """Write everything buffered, then stop the thread (later submissions are dropped)."""
         if self._thread is None:
             return
-        self._queue.put(None)
+        with self._lock:
+            self._closed = True
+        self._wake.set()
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.error(
+                "prediction log: %d row(s) still unwritten after %.0f s at shutdown",
+                self._buffered_rows,
+                timeout,
+            )
         self._thread = None
         self.engine.dispose()
 
-    def flush_now(self) -> None:
-        """Block until everything submitted so far has been written (or has failed)."""
-        self._queue.join()
+    def flush_now(self, timeout: float | None = None) -> bool:
+        """Block until everything submitted so far has been written (or has failed).
+
+        Returns:
+            False if ``timeout`` seconds passed first.
+        """
+        with self._lock:
+            target = self._accepted
+        self._wake.set()
+        with self._progress:
+            return self._progress.wait_for(lambda: self._settled >= target, timeout)
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch, stopping = self._collect()
-            if batch:
-                self._write(batch)
-            for _ in range(len(batch) + (1 if stopping else 0)):
-                self._queue.task_done()
+        while True:
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            with self._lock:
+                batch, self._buffer, self._buffered_rows = self._buffer, [], 0
+                stopping = self._closed
+            for chunk in self._chunks(batch):
+                self._write(chunk)
+                with self._progress:
+                    self._settled += len(chunk)
+                    self._progress.notify_all()
+            if stopping:
+                return
 
-    def _collect(self) -> tuple[list[LogEntry], bool]:
-        """Wait for a first request, then gather more until the batch is full or time is up."""
-        batch: list[LogEntry] = []
+    def _chunks(self, batch: list[LogEntry]) -> Iterator[list[LogEntry]]:
+        """Consecutive entries holding at most ``flush_rows`` rows (one entry may hold more)."""
+        chunk: list[LogEntry] = []
         rows = 0
-        deadline: float | None = None  # block until there is something to write
-        while rows < self.flush_rows:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                break
-            if item is None:
-                return batch, True
-            batch.append(item)
-            rows += len(item)
-            deadline = deadline or time.monotonic() + self.flush_seconds
-        return batch, False
+        for entry in batch:
+            if chunk and rows + len(entry) > self.flush_rows:
+                yield chunk
+                chunk, rows = [], 0
+            chunk.append(entry)
+            rows += len(entry)
+        if chunk:
+            yield chunk
 
     def _write(self, batch: list[LogEntry]) -> None:
         by_table: dict[Table, list[dict[str, Any]]] = {}
@@ -247,7 +308,7 @@ class PredictionLogWriter:
                 self._schema_ready = True
             with self.engine.begin() as connection:
                 for table, rows in by_table.items():
-                    connection.execute(insert(table), rows)
+                    insert_rows(connection, table, rows)
         except Exception as error:  # any database failure: count, log, keep serving
             message = mask_url(f"{type(error).__name__}: {error}")[:500]
             logger.error("prediction log write of %d rows failed: %s", n_rows, message)
@@ -257,3 +318,62 @@ class PredictionLogWriter:
             return
         with self.stats.lock:
             self.stats.written += n_rows
+
+
+def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (dicts with the same keys) into ``table`` in one statement.
+
+    ``executemany`` binds and steps each row on its own and releases the GIL around every
+    step, so each row costs a GIL hand-over with the event loop serving predictions. On
+    SQLite (3.38+) and PostgreSQL the rows travel instead as one JSON array (serialised by
+    pydantic-core in one call) that the database's JSON functions unpack: one bind, one
+    step. Values are first converted by the columns' own bind processors, so the stored
+    values are those SQLAlchemy would store. Other databases: plain ``executemany``.
+    """
+    columns = list(rows[0])
+    statement = _json_insert(connection.dialect, table, tuple(columns))
+    if statement is None:
+        connection.execute(insert(table), rows)
+        return
+    processors = _processors(connection.dialect, table, tuple(columns))
+    if processors:
+        for row in rows:
+            for name, process in processors:
+                row[name] = process(row[name])
+    connection.execute(statement, {"rows": to_json(rows).decode()})
+
+
+@lru_cache(maxsize=32)
+def _json_insert(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> TextClause | None:
+    quote = dialect.identifier_preparer
+    target = quote.format_table(table)
+    names = ", ".join(quote.quote(name) for name in columns)
+    if dialect.name == "sqlite" and getattr(dialect.dbapi, "sqlite_version_info", (0,)) >= (3, 38):
+        # '->' keeps a JSON column's value as JSON text; '->>' gives a scalar its SQL value.
+        picks = ", ".join(
+            f"value {'->' if isinstance(table.c[name].type, JSON) else '->>'} '$.{name}'"
+            for name in columns
+        )
+        return text(f"INSERT INTO {target} ({names}) SELECT {picks} FROM json_each(:rows)")
+    if dialect.name == "postgresql":
+        return text(
+            f"INSERT INTO {target} ({names}) SELECT {names} "
+            f"FROM json_populate_recordset(NULL::{target}, CAST(:rows AS json))"
+        )
+    return None
+
+
+@lru_cache(maxsize=32)
+def _processors(
+    dialect: Dialect, table: Table, columns: tuple[str, ...]
+) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+    """Bind processors of the non-JSON columns that have one (SQLite's date-time text)."""
+    found = []
+    for name in columns:
+        kind = table.c[name].type
+        process = (
+            None if isinstance(kind, JSON) else kind.dialect_impl(dialect).bind_processor(dialect)
+        )
+        if process is not None:
+            found.append((name, process))
+    return tuple(found)

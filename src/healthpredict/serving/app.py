@@ -7,8 +7,9 @@ why it is not ready until a model is loaded.
 
 from __future__ import annotations
 
+import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,11 +22,15 @@ from starlette.exceptions import HTTPException
 from healthpredict import __version__
 from healthpredict.data.pseudonym import load_or_create_salt
 from healthpredict.loop.outcomes import OutcomeError
-from healthpredict.monitoring.store import PredictionLogWriter, StoreUnavailableError, make_engine
+from healthpredict.monitoring.store import (
+    PredictionLogWriter,
+    StoreUnavailableError,
+    make_engine,
+)
 from healthpredict.serving import rejections, views
 from healthpredict.serving.metrics import ServiceMetrics
 from healthpredict.serving.middleware import ServiceMiddleware
-from healthpredict.serving.model_store import ModelStore
+from healthpredict.serving.model_store import LoadedModel, ModelStore
 from healthpredict.serving.routes import build_router
 from healthpredict.serving.scoring import ModelUnavailableError
 from healthpredict.serving.security import check_keys
@@ -55,6 +60,8 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         settings, store or ModelStore(settings), writer, ServiceMetrics(), engine
     )
     state.metrics.watch(state.metric_state)
+    previous = state.store.on_swap
+    state.store.on_swap = _settle_heap if previous is None else _chain(previous, _settle_heap)
     app = FastAPI(
         title="Health Predict", version=__version__, description=DESCRIPTION, lifespan=_lifespan
     )
@@ -72,6 +79,27 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         ServiceMiddleware, metrics=state.metrics, max_body_bytes=settings.max_body_bytes
     )
     return app
+
+
+def _settle_heap(_model: LoadedModel) -> None:
+    """After a model is swapped in: collect the old one's cycles once, then freeze the heap.
+
+    With a model loaded the process holds some 350,000 objects; a full (generation 2)
+    collection walks them all, about 150 ms with the GIL held (every request in flight
+    waits), every few thousand requests. Frozen objects are skipped by every later
+    collection. Runs in the model store's thread, once per load.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+def _chain(*steps: Callable[[LoadedModel], None]) -> Callable[[LoadedModel], None]:
+    def run(model: LoadedModel) -> None:
+        for step in steps:
+            step(model)
+
+    return run
 
 
 @asynccontextmanager

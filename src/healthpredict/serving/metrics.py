@@ -42,17 +42,37 @@ class ServiceMetrics:
             ["risk_band"],
             registry=self.registry,
         )
+        # Label children by label values: the series are few and fixed once seen.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._bands: dict[str, Any] = {}
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request."""
-        code = str(status)
-        self.requests.labels(endpoint, method, code).inc()
-        self.latency.labels(endpoint, code).observe(seconds)
+        key = (endpoint, method, status)
+        children = self._children.get(key)
+        if children is None:  # labels() takes a lock and builds tuples: once per series
+            code = str(status)
+            children = (
+                self.requests.labels(endpoint, method, code),
+                self.latency.labels(endpoint, code),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def count_bands(self, bands: list[str]) -> None:
         """Count predictions by risk band."""
+        if len(bands) == 1:
+            self._band(bands[0]).inc()
+            return
         for band in set(bands):
-            self.predictions.labels(band).inc(bands.count(band))
+            self._band(band).inc(bands.count(band))
+
+    def _band(self, band: str) -> Any:
+        child = self._bands.get(band)
+        if child is None:
+            child = self._bands[band] = self.predictions.labels(band)
+        return child
 
     def watch(self, read_state: Callable[[], dict[str, Any]]) -> None:
         """Export state read at scrape time (see :class:`_StateCollector`)."""

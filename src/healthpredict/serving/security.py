@@ -14,8 +14,22 @@ API_KEY_HEADER = "X-API-Key"
 ADMIN_KEY_HEADER = "X-Admin-Key"
 MIN_KEY_LENGTH = 16
 
-api_key_scheme = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="Prediction key.")
-admin_key_scheme = APIKeyHeader(name=ADMIN_KEY_HEADER, auto_error=False, description="Admin key.")
+# Named schemes: two unnamed APIKeyHeader schemes share one OpenAPI name, and the document
+# then asks for the admin key where the API key is meant.
+API_KEY_SCHEME = "ApiKey"
+ADMIN_KEY_SCHEME = "AdminKey"
+api_key_scheme = APIKeyHeader(
+    name=API_KEY_HEADER,
+    scheme_name=API_KEY_SCHEME,
+    auto_error=False,
+    description="Prediction key (HEALTHPREDICT_API_KEY): predictions, outcomes, /model.",
+)
+admin_key_scheme = APIKeyHeader(
+    name=ADMIN_KEY_HEADER,
+    scheme_name=ADMIN_KEY_SCHEME,
+    auto_error=False,
+    description="Admin key (HEALTHPREDICT_ADMIN_KEY): /admin/reload only.",
+)
 
 
 class ServingConfigError(ValueError):

@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from healthpredict.monitoring.store import PredictionLogWriter
 from healthpredict.serving.metrics import ServiceMetrics
 from healthpredict.serving.model_store import LoadedModel, ModelStore
+from healthpredict.serving.schemas import CONTRIBUTION_SCALE
 from healthpredict.serving.scoring import Scored
 from healthpredict.settings import Settings
 
@@ -47,12 +48,13 @@ class ServiceState:
 
 def not_ready_reason(state: ServiceState) -> str:
     """Why no model is served (for 503 answers)."""
-    error = state.store.status.last_error
-    if error:
-        return f"no model loaded: {error}"
-    if state.store.status.last_check is None:
-        return "no model loaded yet: the first registry check is in progress"
-    return "no model loaded"
+    status = state.store.status
+    if status.last_error:
+        return f"no model loaded: {status.last_error}"
+    if status.loading_version:
+        return f"no model loaded yet: loading version {status.loading_version}"
+    # A check that finds nothing to serve records an error: none yet means one is running.
+    return "no model loaded yet: the first registry check is in progress"
 
 
 def readiness(state: ServiceState) -> tuple[bool, dict[str, Any]]:
@@ -91,9 +93,14 @@ def model_info(state: ServiceState) -> dict[str, Any]:
             "recent_checks": list(status.history),
         },
     }
-    if model is not None:
-        body.update(_describe(model))
+    body.update(_describe(model) if model is not None else dict.fromkeys(_MODEL_FIELDS))
     return body
+
+
+_MODEL_FIELDS = (
+    "name", "version", "alias", "run_id", "training_window", "data_hash", "promotion_reason",
+    "metrics", "fast_path", "loaded_at",
+)  # fmt: skip
 
 
 def _describe(model: LoadedModel) -> dict[str, Any]:
@@ -128,6 +135,7 @@ def _envelope(scored: Scored, settings: Settings) -> dict[str, Any]:
         "model_version": scored.model.version,
         "threshold": settings.decision_threshold,
         "explanation": scored.explanation,
+        "contribution_scale": CONTRIBUTION_SCALE,
     }
 
 
