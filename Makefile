@@ -15,7 +15,7 @@ INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml requirements/lock.txt
 SHARED_EXTRACT := ../shared/data/dataset_diabetes.zip
 export HEALTHPREDICT_DATA_SOURCE ?= $(if $(wildcard $(SHARED_EXTRACT)),$(abspath $(SHARED_EXTRACT)),uci)
 
-.PHONY: install demo test lint lock benchmark benchmark-search benchmark-load benchmark-loop benchmark-monitoring benchmark-drift benchmark-estimate deploy-validate clean help
+.PHONY: install demo test lint lock benchmark benchmark-search benchmark-load benchmark-loop benchmark-monitoring benchmark-drift benchmark-estimate benchmark-scoring benchmark-trees deploy-validate clean help
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -52,7 +52,7 @@ benchmark-search: install ## Print the hyper-parameter search figures (about 3 m
 benchmark-monitoring: install ## Print drift detection, retraining value and loop speed (about 15 minutes)
 	$(PYTHON) benchmarks/monitoring.py
 
-benchmark-drift: install benchmark-tools ## Print the field monitor's false-alarm rate and detection power against Evidently's preset and NannyML (about 15 minutes)
+benchmark-drift: install benchmark-tools ## Print the field monitor's false-alarm rate and detection power against Evidently's preset and NannyML (about 10 minutes)
 	$(PYTHON) benchmarks/drift.py
 
 benchmark-estimate: install benchmark-tools ## Print the natural timeline's alarms per window and the label-free estimate's error, against NannyML's CBPE (about 4 minutes)
@@ -64,6 +64,13 @@ benchmark-loop: install ## Print the production loop's figures: the story throug
 benchmark-load: install ## Print serving latency and throughput (runs the demo first if no model)
 	@test -f data/mlflow.db || $(VENV)/bin/healthpredict demo
 	$(PYTHON) benchmarks/load_service.py --data-dir data
+
+benchmark-scoring: install ## Print the batch job's rows/s, its parts, its ratio to LightGBM's own predict, and on a two-node Ray cluster (runs the demo first if no model)
+	@test -f data/mlflow.db || $(VENV)/bin/healthpredict demo
+	$(PYTHON) benchmarks/scoring.py --data-dir data
+
+benchmark-trees: install ## Print the compiled trees' rows/s against LightGBM's own predict, compile and cached-load times
+	$(PYTHON) benchmarks/trees.py
 
 deploy-validate: install ## Check compose file, Kubernetes overlays and Dockerfiles (no engine needed)
 	$(PYTHON) -m pytest -q tests/deploy tests/serving/test_dockerfile.py

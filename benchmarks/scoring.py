@@ -112,7 +112,7 @@ def on_ray(settings: Settings, frame: pd.DataFrame, folder: Path) -> float:
     parts_folder.mkdir()
     for index, chunk in enumerate(np.array_split(frame, RAY_FILES)):
         chunk.to_parquet(parts_folder / f"part-{index}.parquet")
-    with LocalRayCluster(cpus_per_node=1) as cluster:
+    with LocalRayCluster(num_cpus=1, workers=1) as cluster, cluster.driver():
         report = score_on_ray(settings, str(parts_folder), str(folder / "ray-out"), cluster.address)
     print(f"  {report.summary()}")
     return report.seconds

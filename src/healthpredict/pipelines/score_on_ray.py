@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from ray.data import Dataset
 from ray.data.expressions import col
 
@@ -147,6 +148,11 @@ def score_on_ray(
         rejected.select_columns(REJECTS_SCHEMA.names).write_parquet(
             str(folders.staging(folders.rejects))
         )
+        for folder, schema in (
+            (folders.scores, scores_schema(reasons)),
+            (folders.rejects, REJECTS_SCHEMA),
+        ):
+            _at_least_empty(folders.staging(folder), schema)
         report.scored, report.rejected = scores.count(), rejected.count()
         report.workers = tuple(sorted(dataset.unique(WORKER)))
         report.rows = report.scored + report.rejected
@@ -155,6 +161,13 @@ def score_on_ray(
         folders.discard()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _at_least_empty(folder: Path, schema: pa.Schema) -> None:
+    """Ray writes no file for no rows: an empty part keeps the output readable, with its columns."""
+    if not any(folder.glob("*.parquet")):
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(schema.empty_table(), folder / "empty.parquet")
 
 
 def _scored(dataset: Dataset, settings: Settings, version: str, reasons: int) -> Dataset:
