@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from moto.server import ThreadedMotoServer
+from s3fs import S3FileSystem
 
 from healthpredict.settings import Settings, get_settings
 from tests.synthetic import make_raw_frame, write_csv
@@ -75,3 +77,28 @@ def real_source() -> str:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A real S3 endpoint on loopback (moto's server), found by boto3 and s3fs via the env."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    # Throwaway credentials for the emulator; fsspec/s3fs find the endpoint through botocore.
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }.items():
+        monkeypatch.setenv(name, value)
+    # s3fs keeps one filesystem per set of arguments: one made for an earlier endpoint would
+    # still point there.
+    S3FileSystem.clear_instance_cache()
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        S3FileSystem.clear_instance_cache()

@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pandas as pd
 import pytest
-from moto.server import ThreadedMotoServer
 
 from healthpredict.data.source import DataSourceError, open_raw
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    # Throwaway credentials for the emulator; fsspec/s3fs find the endpoint through botocore.
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-    }.items():
-        monkeypatch.setenv(name, value)
-    try:
-        yield endpoint
-    finally:
-        server.stop()
 
 
 def test_s3_zip_is_read(s3_endpoint: str, raw_zip: Path, raw_frame: pd.DataFrame) -> None:

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -16,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from moto.server import ThreadedMotoServer
 
 from healthpredict.data.pseudonym import keyed_hash, load_or_create_salt
 from healthpredict.data.schema import FEATURE_COLUMNS
@@ -241,25 +239,6 @@ def test_a_failure_partway_leaves_the_old_output_and_no_staging_file(
         score_file(champion.settings, str(source), str(out))
     assert out.read_bytes() == b"yesterday's scores"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", "out.parquet"]
-
-
-@pytest.fixture
-def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for name, value in {  # throwaway credentials for the emulator
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-    }.items():
-        monkeypatch.setenv(name, value)
-    try:
-        yield endpoint
-    finally:
-        server.stop()
 
 
 @pytest.mark.integration
