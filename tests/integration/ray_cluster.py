@@ -147,11 +147,13 @@ class LocalRayCluster:
 
         Ray reads RAY_AUTH_MODE once, at import, and never turns token auth on by itself for an
         explicit address: this sets it and reloads Ray's config (as ``ray.init()`` does for a
-        local Ray). On exit it disconnects (``ray.shutdown()``) and restores both.
+        local Ray). It first leaves any Ray the process is connected to; on exit it disconnects
+        (``ray.shutdown()``) and restores both.
         """
         import ray
         from ray._raylet import Config  # type: ignore[attr-defined]
 
+        ray.shutdown()  # a Ray this process joined earlier (a local search) must not stay in
         before = os.environ.get("RAY_AUTH_MODE")
         os.environ["RAY_AUTH_MODE"] = "token"
         Config.initialize("")
