@@ -24,6 +24,7 @@ from healthpredict.data.pseudonym import ENCOUNTER_KEY, keyed_hashes, load_or_cr
 from healthpredict.data.schema import FEATURE_COLUMNS
 from healthpredict.data.tables import ParquetOutput, open_table, publish_together, read_batches
 from healthpredict.errors import HealthPredictError
+from healthpredict.modeling.registry import CHAMPION
 from healthpredict.serving.model_store import (
     LoadedModel,
     download_and_load,
@@ -228,7 +229,7 @@ def load_model(settings: Settings, version: str | None) -> LoadedModel:
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     name = settings.model_name
     try:
-        registered = find_version(client, name, "champion", version)
+        registered = find_version(client, name, CHAMPION, version)
     except LookupError as error:
         fix = "list them in MLflow" if version else "train one first: healthpredict train"
         raise ScoringError(f"{error}; {fix}") from error
@@ -236,7 +237,7 @@ def load_model(settings: Settings, version: str | None) -> LoadedModel:
     pipeline = download_and_load(client, name, found, settings)
     tags = dict(registered.tags)
     trees = settings.compiled_trees_dir
-    return prepare_model(name, found, "champion", registered.run_id or "", tags, pipeline, trees)
+    return prepare_model(name, found, CHAMPION, registered.run_id or "", tags, pipeline, trees)
 
 
 def score_file(

@@ -69,8 +69,8 @@ class _ActorScorer:
 
 def combined_schema(reasons: int) -> pa.Schema:
     """One row per input row: the score columns, then the reject columns (nullable)."""
-    fields = list(scores_schema(reasons))
-    fields += [f for f in REJECTS_SCHEMA if f.name not in scores_schema(reasons).names]
+    scores = scores_schema(reasons)
+    fields = [*scores, *(f for f in REJECTS_SCHEMA if f.name not in scores.names)]
     return pa.schema([*fields, pa.field(WORKER, pa.string())])
 
 
