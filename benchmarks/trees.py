@@ -1,4 +1,4 @@
-"""Raw tree scoring: LightGBM's own predict against the compiled scorer (serving/trees.py).
+"""Raw tree scoring: LightGBM's own predict against the compiled scorer (serving/fastpath/trees.py).
 
 On the registered champion when ``<data-dir>/mlflow.db`` exists (every calibration member's
 booster, on records encoded by the serving encoder), else on a synthetic model of the same shape
@@ -25,7 +25,12 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from healthpredict.serving.trees import CompiledScorer, LightGBMScorer, compile_trees, parity
+from healthpredict.serving.fastpath.trees import (
+    CompiledScorer,
+    LightGBMScorer,
+    compile_trees,
+    parity,
+)
 
 
 def champion_boosters(data_dir: Path, rows: int) -> tuple[list[Any], np.ndarray, str]:

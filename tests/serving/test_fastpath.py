@@ -18,10 +18,10 @@ from healthpredict.modeling.registry import configure_tracking, load_pipeline
 from healthpredict.modeling.train import features_of
 from healthpredict.serving import model_store as model_store_module
 from healthpredict.serving.app import create_app
-from healthpredict.serving.encoder import FastPathError
 from healthpredict.serving.examples import EXAMPLE_ENCOUNTER, contract_records
 from healthpredict.serving.fastpath import (
     CompiledModel,
+    FastPathError,
     check_parity,
     compile_pipeline,
     records_frame,

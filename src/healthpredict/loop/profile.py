@@ -113,8 +113,7 @@ def build(
 
 def field_importance(pipeline: Pipeline) -> dict[str, float]:
     """Split gain per request field, from the compiled model (empty without a fast path)."""
-    from healthpredict.serving.encoder import FastPathError
-    from healthpredict.serving.fastpath import compile_pipeline
+    from healthpredict.serving.fastpath import FastPathError, compile_pipeline
 
     try:
         compiled = compile_pipeline(pipeline)

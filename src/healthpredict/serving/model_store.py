@@ -28,10 +28,11 @@ from healthpredict.data.columnar import CodedBatch, contract_batch
 from healthpredict.data.schema import FEATURE_COLUMNS
 from healthpredict.modeling.registry import CHAMPION, load_pipeline
 from healthpredict.monitoring.store import mask_url
-from healthpredict.serving.encoder import FastPathError, Record
 from healthpredict.serving.examples import contract_records
 from healthpredict.serving.fastpath import (
     CompiledModel,
+    FastPathError,
+    Record,
     check_parity,
     compile_pipeline,
     records_frame,

@@ -17,6 +17,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from healthpredict.data.schema import AGE_BANDS, MEDICATION_COLUMNS
+from healthpredict.errors import HealthPredictError
 from healthpredict.features import (
     DIAGNOSIS_COLUMNS,
     MISSING_CATEGORY,
@@ -30,7 +31,7 @@ _UNSEEN = "\x00unseen-category"
 AGE_YEARS = {band: i * 10.0 + 5.0 for i, band in enumerate(AGE_BANDS)}
 
 
-class FastPathError(ValueError):
+class FastPathError(HealthPredictError):
     """The pipeline does not have the shape the fast path knows how to compile."""
 
 

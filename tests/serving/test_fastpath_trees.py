@@ -15,8 +15,8 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from healthpredict.serving import trees
-from healthpredict.serving.trees import (
+from healthpredict.serving.fastpath import trees
+from healthpredict.serving.fastpath.trees import (
     CompiledScorer,
     LightGBMScorer,
     TreeCompileError,
@@ -40,7 +40,7 @@ for optional in ("pandas", "sklearn", "pyarrow", "dask", "polars", "matplotlib",
     sys.modules[optional] = None
 import time
 import lightgbm as lgb
-from healthpredict.serving import trees
+from healthpredict.serving.fastpath import trees
 if sys.argv[3:] == ["stall"]:  # hang with the object code built but not yet published
     compile_for_real = trees._lleaves_model
     def stalled(*args):

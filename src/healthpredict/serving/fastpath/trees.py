@@ -29,6 +29,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from healthpredict.errors import HealthPredictError
+from healthpredict.files import move_into_place
+
 # Raw-score sums in a different order than LightGBM's: ~1e-14 on 400 trees, far below this.
 PARITY_ATOL = 1e-9
 _MAGIC = b"HPTREES1"
@@ -41,7 +44,7 @@ _PROBE_ROWS = 64
 _ZERO = float(np.float32(1e-35))
 
 
-class TreeCompileError(RuntimeError):
+class TreeCompileError(HealthPredictError):
     """The booster could not be compiled (no compiler, unsupported model, compile failed)."""
 
 
@@ -241,12 +244,9 @@ def _build(artefact: Path, source: str) -> None:
         _lleaves_model(source, Path(work), code_file)
         code = code_file.read_bytes()
         blob = _MAGIC + _digest(artefact, code) + code
-        partial = Path(work) / "artefact"
-        with open(partial, "wb") as handle:
-            handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, artefact)
+        partial = Path(work) / "artefact"  # in the work folder: removed if we are killed
+        partial.write_bytes(blob)
+        move_into_place(partial, artefact)
 
 
 def _load(artefact: Path, source: str, booster: Any, probe: np.ndarray) -> Any | None:

@@ -1,12 +1,11 @@
 """The compiled encoder applied to a whole coded batch: no Python per record, one gather per column.
 
-:class:`~healthpredict.serving.encoder.RecordEncoder` holds the fitted tables (one-hot column of
-each category, target encoding of each code). Here each table is applied to a column's distinct
-values once and spread to the rows by their codes
+:class:`~healthpredict.serving.fastpath.encoder.RecordEncoder` holds the fitted tables (one-hot
+column of each category, target encoding of each code). Here each table is applied to a
+column's distinct values once and spread to the rows by their codes
 (:class:`~healthpredict.data.columnar.CodedColumn`), and the derived clinical features are
-computed the same way. The result is the matrix the
-pipeline's preprocessor produces; :func:`healthpredict.serving.fastpath.check_parity` proves it
-on every model loaded.
+computed the same way. The result is the matrix the pipeline's preprocessor produces;
+:func:`healthpredict.serving.fastpath.check_parity` proves it on every model loaded.
 """
 
 from __future__ import annotations
@@ -23,7 +22,13 @@ from healthpredict.features import (
     UTILISATION_COLUMNS,
     icd9_group,
 )
-from healthpredict.serving.encoder import AGE_YEARS, Lookup, RecordEncoder, as_text, code_prefix
+from healthpredict.serving.fastpath.encoder import (
+    AGE_YEARS,
+    Lookup,
+    RecordEncoder,
+    as_text,
+    code_prefix,
+)
 
 # Encoder inputs derived from one contract field: (the field, the derivation).
 _DERIVED: dict[str, tuple[str, Callable[[object], str]]] = {
@@ -57,8 +62,9 @@ def _looked_up(lookup: Lookup, batch: CodedBatch) -> np.ndarray:
 
 
 def numeric_features(batch: CodedBatch) -> dict[str, np.ndarray]:
-    """The passthrough numeric features, as :func:`~healthpredict.serving.encoder.numeric_features`
-    computes them for one record."""
+    """The passthrough numeric features, as
+    :func:`~healthpredict.serving.fastpath.encoder.numeric_features` computes them for a record.
+    """
     meds = [batch[m] for m in MEDICATION_COLUMNS]
     up = np.sum([m.map(lambda v: v == "Up") for m in meds], axis=0)
     down = np.sum([m.map(lambda v: v == "Down") for m in meds], axis=0)

@@ -2,9 +2,10 @@
 
 ``pipeline.predict_proba`` on a one-row DataFrame costs milliseconds, almost all of it pandas
 and scikit-learn bookkeeping. :func:`compile_pipeline` turns the fitted pipeline into
-:class:`CompiledModel`: the compiled :class:`~healthpredict.serving.encoder.RecordEncoder`; for
-each calibration member, the leaf each row reaches in each tree (one LightGBM traversal), the
-raw score as the sum of those leaves' exact values in tree order, and the calibrator (sigmoid:
+:class:`CompiledModel`: the compiled
+:class:`~healthpredict.serving.fastpath.encoder.RecordEncoder`; for each calibration member,
+the leaf each row reaches in each tree (one LightGBM traversal), the raw score as the sum of
+those leaves' exact values in tree order, and the calibrator (sigmoid:
 ``expit(-(a * raw + b))``; isotonic: ``np.interp`` on its fitted thresholds); then the mean
 over members, as ``CalibratedClassifierCV`` does (one member when ``ensemble=False``). The
 same leaves give the per-row attributions. :func:`check_parity` compares the two paths.
@@ -25,11 +26,21 @@ from sklearn.pipeline import Pipeline
 
 from healthpredict.data.columnar import CodedBatch, check_batch, code_batch
 from healthpredict.data.schema import FEATURE_COLUMNS
-from healthpredict.serving.columnar import encode_batch
-from healthpredict.serving.encoder import FastPathError, Record, RecordEncoder, compile_encoder
-from healthpredict.serving.explain import LeafTables, concatenate, leaf_tables
-from healthpredict.serving.singlerow import SingleRowLeaves
-from healthpredict.serving.trees import LightGBMScorer, TreeCompileError, TreeScorer, compile_trees
+from healthpredict.serving.fastpath.columnar import encode_batch
+from healthpredict.serving.fastpath.encoder import (
+    FastPathError,
+    Record,
+    RecordEncoder,
+    compile_encoder,
+)
+from healthpredict.serving.fastpath.explain import LeafTables, concatenate, leaf_tables
+from healthpredict.serving.fastpath.single_row import SingleRowLeaves
+from healthpredict.serving.fastpath.trees import (
+    LightGBMScorer,
+    TreeCompileError,
+    TreeScorer,
+    compile_trees,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +118,8 @@ class CompiledModel:
         return self.encoder.encode(records)
 
     def encode_batch(self, batch: CodedBatch) -> np.ndarray:
-        """Feature matrix of a checked coded batch (see :mod:`healthpredict.serving.columnar`)."""
+        """Feature matrix of a checked coded batch (see
+        :mod:`healthpredict.serving.fastpath.columnar`)."""
         return encode_batch(self.encoder, batch)
 
     def score(
@@ -116,7 +128,7 @@ class CompiledModel:
         """Calibrated risk per row and, when asked, path attributions by request field.
 
         Attributions are averaged over the calibration members, on the boosters'
-        uncalibrated log-odds scale (see :mod:`healthpredict.serving.explain`).
+        uncalibrated log-odds scale (see :mod:`healthpredict.serving.fastpath.explain`).
         """
         probability = np.zeros(len(matrix))
         leaves = []
