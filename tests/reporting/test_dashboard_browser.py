@@ -7,7 +7,6 @@ fails in CI (CI=true), so a CI machine cannot pass by not looking.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,14 @@ from healthpredict.monitoring.history import RunHistory
 from healthpredict.reporting.browser import CHROMIUM, CHROMIUM_ARGS
 from healthpredict.reporting.dashboard import CHART_IDS, write_dashboard
 from tests.reporting.histories import QUARANTINE_REASON
+from tests.reporting.system_tools import require
 
 
 def _require_chromium() -> None:
-    if CHROMIUM.exists():
-        return
-    message = f"{CHROMIUM} not installed (Debian package chromium; .ci/run installs it)"
-    if os.environ.get("CI", "").lower() not in {"", "0", "false", "no"}:
-        pytest.fail(message)
-    pytest.skip(message)
+    require(
+        CHROMIUM.exists(),
+        f"{CHROMIUM} not installed (Debian package chromium; .ci/run installs it)",
+    )
 
 
 @pytest.mark.timeout(60)

@@ -3,9 +3,10 @@
 The page carries everything it needs, so it opens from ``file://``, an artefact store or a
 mail attachment with no network. Text read from the store (scenario names, reasons) is
 escaped before it reaches HTML or a plotly label: plotly renders a subset of HTML tags.
-This module assembles the page (header, cards, tables, sections) and writes it; the charts
-come from :mod:`healthpredict.reporting.dashboard_charts` and the data views shared with the
-PNG report from :mod:`healthpredict.reporting.timeline_views`.
+This module assembles the page (header, cards, tables, one section per chart) and writes it;
+the charts, their headings and notes come from :data:`healthpredict.reporting.charts.CHARTS`
+(the PNG report exports the same figures), the data views from
+:mod:`healthpredict.reporting.timeline_views`.
 """
 
 from __future__ import annotations
@@ -19,17 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from healthpredict.monitoring.history import RunHistory
-from healthpredict.reporting.dashboard_charts import (
-    auc_figure,
-    drift_figure,
-    policies_figure,
-    prediction_figure,
-)
+from healthpredict.reporting.charts import CHARTS, Chart
 from healthpredict.reporting.timeline_views import (
     describe_policy,
     escape,
@@ -40,7 +35,7 @@ from healthpredict.reporting.timeline_views import (
     version_label,
 )
 
-CHART_IDS = ("chart-auc", "chart-drift-heatmap", "chart-predictions", "chart-policies")
+CHART_IDS = tuple(chart.id for chart in CHARTS)
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 
 
@@ -77,31 +72,19 @@ def write_dashboard(runs: Sequence[RunHistory], main_run: str, path: Path) -> Pa
 
 
 TABLE_HEADER = (
-    "batch", "scenarios", "status", "model version", "data changed (fields moved)",
-    "input drift (gain off ref.)", "estimated AUC", "realised AUC [interval]", "estimate error",
-    "decision", "outcome", "quarantine reason",
-)  # fmt: skip
-SECTIONS = (  # chart id, heading, what to read in it
-    ("chart-auc", "Model quality over time",
-     "Realised ROC-AUC once a batch's labels arrive, with its bootstrap interval; the label-free "
-     "estimate is there from the moment a batch is scored. Markers above the chart: retrains, "
-     "promotions and quarantined batches (hover for details). Shaded: injected scenarios."),
-    ("chart-drift-heatmap", "Data drift per batch",
-     "Every contract field is compared with the serving model's reference, each check at a "
-     "threshold calibrated so that a batch from the reference's population alarms at most 5 % "
-     "of the time. Top: the share of the model's split gain in fields off the reference; "
-     "orange: data changed (a field moved in this batch), red: input drift (enough of the "
-     "model's inputs moved to matter), blue: nothing moved (fields still off the reference "
-     "have settled in a new state). Bottom: each field's statistic against its threshold; "
-     "orange to red cells are off the reference (hover for the statistic)."),
-    ("chart-predictions", "Predicted risk per batch",
-     "Distribution of the predicted 30-day readmission risk: box 25-75 %, whiskers 5-95 %, "
-     "solid line median, dashed line mean; colour: the model version that scored the batch."),
-    ("chart-policies", "Retraining policies compared",
-     "The same batches replayed under each policy: realised ROC-AUC per batch (triangles: "
-     "retrain refused or failed, stars: challenger promoted) and model quality against the "
-     "number of retrains."),
-)  # fmt: skip
+    "batch",
+    "scenarios",
+    "status",
+    "model version",
+    "data changed (fields moved)",
+    "input drift (gain off ref.)",
+    "estimated AUC",
+    "realised AUC [interval]",
+    "estimate error",
+    "decision",
+    "outcome",
+    "quarantine reason",
+)
 CSS = """
 :root { --ink: #1f2933; --muted: #616e7c; --line: #e4e7eb; --warn: #b42318; }
 body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
@@ -138,19 +121,7 @@ tr.main td { font-weight: 600; }
 
 
 def _page(run: RunHistory, runs: list[RunHistory], generated: datetime) -> str:
-    figures = {
-        "chart-auc": auc_figure(run),
-        "chart-drift-heatmap": drift_figure(run),
-        "chart-predictions": prediction_figure(run),
-        "chart-policies": policies_figure(runs, run),
-    }
-    sections = [
-        f'<section><h2>{escape(title)}</h2><p class="note">{escape(note)}</p>'
-        f"{_chart(figures[chart_id], chart_id)}"
-        + (_policy_table(runs, run) if chart_id == "chart-policies" else "")
-        + "</section>"
-        for chart_id, title, note in SECTIONS
-    ]
+    sections = [_section(chart, run, runs) for chart in CHARTS]
     table = (
         '<section id="batches"><h2>Windows</h2><p class="note">One row per monitoring window '
         "of this deployment's prediction log (a replay's window n is its batch n); a quarantined "
@@ -168,14 +139,20 @@ def _page(run: RunHistory, runs: list[RunHistory], generated: datetime) -> str:
     )
 
 
-def _chart(figure: go.Figure, chart_id: str) -> str:
-    return pio.to_html(
+def _section(chart: Chart, run: RunHistory, runs: list[RunHistory]) -> str:
+    figure = chart.draw(run, runs)
+    html = pio.to_html(
         figure,
         include_plotlyjs=False,
         full_html=False,
-        div_id=chart_id,
+        div_id=chart.id,
         config=PLOTLY_CONFIG,
         default_height=f"{figure.layout.height}px",
+    )
+    extra = _policy_table(runs, run) if chart.id == "chart-policies" else ""
+    return (
+        f'<section><h2>{escape(chart.heading)}</h2><p class="note">{escape(chart.note)}</p>'
+        f"{html}{extra}</section>"
     )
 
 

@@ -23,12 +23,17 @@ def _save(figure: plt.Figure, path: Path) -> Path:
     return path
 
 
+def _curves(lines: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[plt.Figure, plt.Axes]:
+    """A square figure with one line per model (``lines``: name -> (x, y))."""
+    figure, axis = plt.subplots(figsize=(5, 5))
+    for name, (x, y) in lines.items():
+        axis.plot(x, y, label=name)
+    return figure, axis
+
+
 def plot_roc(labels: np.ndarray, scores: Curves, path: Path) -> Path:
     """ROC curves of one or more models (``scores`` maps model name to probabilities)."""
-    figure, axis = plt.subplots(figsize=(5, 5))
-    for name, score in scores.items():
-        fpr, tpr, _ = roc_curve(labels, score)
-        axis.plot(fpr, tpr, label=name)
+    figure, axis = _curves({name: roc_curve(labels, s)[:2] for name, s in scores.items()})
     axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
     axis.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, test window")
     axis.legend(loc="lower right")
@@ -37,10 +42,10 @@ def plot_roc(labels: np.ndarray, scores: Curves, path: Path) -> Path:
 
 def plot_precision_recall(labels: np.ndarray, scores: Curves, path: Path) -> Path:
     """Precision-recall curves, with the positive rate as the no-skill line."""
-    figure, axis = plt.subplots(figsize=(5, 5))
-    for name, score in scores.items():
-        precision, recall, _ = precision_recall_curve(labels, score)
-        axis.plot(recall, precision, label=name)
+    curves = {name: precision_recall_curve(labels, s)[:2] for name, s in scores.items()}
+    figure, axis = _curves(
+        {name: (recall, precision) for name, (precision, recall) in curves.items()}
+    )
     axis.axhline(np.mean(labels), linestyle="--", color="grey", label="no skill")
     axis.set(xlabel="recall", ylabel="precision", title="Precision-recall, test window")
     axis.legend(loc="upper right")
