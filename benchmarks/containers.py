@@ -27,6 +27,7 @@ from healthpredict.delivery import images, standins
 from healthpredict.loop.service import free_port, service_process
 from healthpredict.pipelines.prepare_data import prepare_data
 from healthpredict.pipelines.train_and_register import train_and_register
+from healthpredict.processes import wait_until_ok
 from healthpredict.serving.examples import EXAMPLE_ENCOUNTER
 from healthpredict.settings import Settings
 
@@ -169,15 +170,9 @@ def serving(folder: Path) -> None:
 
 
 def _wait_ready(url: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/ready", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} was not ready within {timeout} s")
+    why = wait_until_ok(f"{url}/ready", timeout, interval=0.1)  # a container: no process of ours
+    if why is not None:
+        raise SystemExit(f"{url}/ready {why}")
 
 
 def main() -> None:

@@ -12,19 +12,17 @@ Use it from a test module with ``from tests.integration.real_services import rea
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import requests
 from moto.server import ThreadedMotoServer
 
+from healthpredict import processes
 from tests.serving.postgres import _free_port, throwaway_postgres
 
 BUCKET = "healthpredict-artifacts"
@@ -38,37 +36,15 @@ _START_TIMEOUT_SECONDS = 180.0
 
 def stop_process_group(process: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:
     """SIGTERM the process's group, SIGKILL it after ``grace`` seconds; no error if gone."""
-    if process is None or process.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    if process is not None and process.poll() is None:
+        processes.stop_process_group(process, grace)
 
 
 def wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
     """Poll ``url`` until it answers 200; fail with the log's tail if the process dies first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{url}: the process exited ({process.returncode}):\n{_tail(log)}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"{url} did not answer 200 within {timeout:.0f}s:\n{_tail(log)}")
-
-
-def _tail(log: Path) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-30:]) if log.exists() else ""
+    why = processes.wait_until_ok(url, timeout, process)
+    if why is not None:
+        pytest.fail(f"{url} {why}:\n{processes.log_tail(log)}")
 
 
 @dataclass

@@ -117,6 +117,17 @@ def _code(raw_name: str, maximum: int, description: str) -> ColumnSpec:
     )
 
 
+def _lab_result(raw_name: str, name: str, *high: str) -> ColumnSpec:
+    # 'None' is a category of its own (the test was not done), never a missing value.
+    return ColumnSpec(
+        raw_name,
+        name,
+        Kind.CATEGORY,
+        allowed=("None", "Norm", *high),
+        description="'None' = not measured",
+    )
+
+
 COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec(
         "encounter_id",
@@ -180,20 +191,8 @@ COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("diag_2", "diag_2", Kind.ICD9, nullable=True, description="secondary diagnosis"),
     ColumnSpec("diag_3", "diag_3", Kind.ICD9, nullable=True, description="additional diagnosis"),
     _count("number_diagnoses", 50, "diagnoses entered", minimum=1),
-    ColumnSpec(
-        "max_glu_serum",
-        "max_glu_serum",
-        Kind.CATEGORY,
-        allowed=("None", "Norm", ">200", ">300"),
-        description="'None' = not measured",
-    ),
-    ColumnSpec(
-        "A1Cresult",
-        "a1c_result",
-        Kind.CATEGORY,
-        allowed=("None", "Norm", ">7", ">8"),
-        description="'None' = not measured",
-    ),
+    _lab_result("max_glu_serum", "max_glu_serum", ">200", ">300"),
+    _lab_result("A1Cresult", "a1c_result", ">7", ">8"),
     *(_medication(drug) for drug in MEDICATIONS),
     ColumnSpec(
         "change",

@@ -16,6 +16,7 @@ import fsspec
 import pandas as pd
 import requests
 
+from healthpredict.errors import HealthPredictError
 from healthpredict.settings import UCI_SOURCE
 
 UCI_URL = (
@@ -28,7 +29,7 @@ DOWNLOAD_TIMEOUT_SECONDS = 60
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
-class DataSourceError(RuntimeError):
+class DataSourceError(HealthPredictError):
     """The raw extract could not be opened or is not what it should be."""
 
 

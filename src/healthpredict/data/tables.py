@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from healthpredict.data.source import DataSourceError, read_bytes
 from healthpredict.errors import HealthPredictError
+from healthpredict.files import move_into_place
 
 Format = Literal["csv", "parquet"]
 _PARQUET_MAGIC = b"PAR1"
@@ -220,7 +221,7 @@ class ParquetOutput:
         self._staging = None
         local = self._local
         if local is not None:
-            os.replace(staging.path, local)
+            move_into_place(staging.path, local)
             return
         filesystem, path = fsspec.core.url_to_fs(self.location)
         try:

@@ -22,12 +22,13 @@ from sklearn.model_selection import GroupKFold
 
 from healthpredict.data.prepare import TARGET
 from healthpredict.data.pseudonym import SEQUENCE
+from healthpredict.errors import HealthPredictError
 
 MANIFEST_FILE = "manifest.json"
 INITIAL_WINDOW = "initial"
 
 
-class TimelineError(RuntimeError):
+class TimelineError(HealthPredictError):
     """The prepared timeline is missing, inconsistent, or cannot be cut as asked."""
 
 

@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 
 from healthpredict.data.schema import ICD9_PATTERN, MISSING_TOKEN, ColumnSpec, Kind, column_specs
+from healthpredict.errors import HealthPredictError
 
 REJECTION_REASON = "rejection_reason"
 _INTEGER_TEXT = r"^-?\d+$"
 
 
-class ContractError(ValueError):
+class ContractError(HealthPredictError):
     """The extract cannot be checked row by row (missing columns, no rows) or breaks tolerance."""
 
 

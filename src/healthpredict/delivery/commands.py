@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from healthpredict.errors import HealthPredictError
+from healthpredict.processes import stop_process_group
 from healthpredict.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ _TERMINATE_GRACE_SECONDS = 5.0
 _OUTPUT_TAIL = 600
 
 
-class CommandError(RuntimeError):
+class CommandError(HealthPredictError):
     """A delivery command failed, timed out, or could not be started."""
 
 
@@ -173,7 +173,7 @@ class CommandRunner:
         try:
             stdout, stderr = process.communicate(stdin, timeout=timeout)
         except subprocess.TimeoutExpired as error:
-            _stop_group(process)
+            stop_process_group(process, _TERMINATE_GRACE_SECONDS, kill_wait=None)
             self.note("command", step=step, argv=argv, executed=True, timed_out=timeout)
             raise CommandError(
                 f"{step}: `{shlex.join(argv)}` did not finish within {timeout:.0f}s and was stopped"
@@ -181,20 +181,6 @@ class CommandRunner:
         return CommandResult(
             step, argv, True, process.returncode, stdout, stderr, time.monotonic() - started
         )
-
-
-def _stop_group(process: subprocess.Popen[str]) -> None:
-    """SIGTERM the command's process group, then SIGKILL what is left."""
-    for sig, wait in ((signal.SIGTERM, _TERMINATE_GRACE_SECONDS), (signal.SIGKILL, None)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.communicate(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _tail(text: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import requests
 
 from healthpredict.delivery.commands import CommandRunner, tool
+from healthpredict.errors import HealthPredictError
 from healthpredict.settings import Settings
 
 DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
@@ -44,7 +45,7 @@ def is_loopback(hostname: str) -> bool:
         return False
 
 
-class RegistryError(RuntimeError):
+class RegistryError(HealthPredictError):
     """The registry could not be asked, or answered something that is not a digest."""
 
 

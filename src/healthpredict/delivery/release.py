@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from healthpredict.delivery import engine
 from healthpredict.delivery.commands import tool
 from healthpredict.delivery.registry import is_loopback, registry_host
+from healthpredict.errors import HealthPredictError
 from healthpredict.settings import Settings
 
 # A commit id (7-40 lowercase hex) or a version (v1.2.3, 1.2.3-rc.1): names that always mean
@@ -31,7 +32,7 @@ _VERSION_PATTERN = re.compile(r"[1-9]\d{0,8}")
 _ECR_HOST = re.compile(r"\d{12}\.dkr\.ecr(?:-fips)?\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?")
 
 
-class ReleaseError(ValueError):
+class ReleaseError(HealthPredictError, ValueError):
     """The release is refused before anything runs."""
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from healthpredict.delivery import engine
-from healthpredict.delivery.commands import CommandRunner, read_journal, tool
+from healthpredict.delivery.commands import CommandError, CommandRunner, read_journal, tool
 from healthpredict.delivery.registry import (
     DIGEST_PATTERN,
     registry_digest,
@@ -28,6 +28,7 @@ from healthpredict.delivery.registry import (
     registry_username,
 )
 from healthpredict.delivery.release import Release, plan_release
+from healthpredict.errors import HealthPredictError
 from healthpredict.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -36,11 +37,11 @@ _ROLLOUT_GRACE_SECONDS = 15.0
 _REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 
 
-class RolloutError(RuntimeError):
+class RolloutError(HealthPredictError):
     """The new version did not become ready or did not pass its checks."""
 
 
-class PushError(RuntimeError):
+class PushError(HealthPredictError):
     """The registry does not hold what was pushed, or the push reported no digest."""
 
 
@@ -278,7 +279,7 @@ def wait_for_rollout(release: dict[str, Any]) -> dict[str, Any]:
     timeout = settings.delivery_rollout_timeout_seconds
     try:
         _rollout_status(settings, runner, timeout)
-    except RuntimeError as error:
+    except CommandError as error:
         raise RolloutError(
             f"deployment/{settings.delivery_deployment} did not become ready within "
             f"{timeout:.0f}s: {error}"

@@ -16,6 +16,7 @@ import requests
 
 from healthpredict.delivery.commands import CommandRunner
 from healthpredict.delivery.release import Release
+from healthpredict.errors import HealthPredictError
 from healthpredict.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ _REQUEST_TIMEOUT_SECONDS = 10.0
 _POLL_SECONDS = 1.0
 
 
-class SmokeTestError(RuntimeError):
+class SmokeTestError(HealthPredictError):
     """The live endpoint did not pass the smoke test."""
 
 

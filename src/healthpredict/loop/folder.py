@@ -7,13 +7,12 @@ JSON file written atomically after the files, so a crash leaves at most an orpha
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
 
+from healthpredict.files import write_atomically
 from healthpredict.loop import profile as profiles
 from healthpredict.loop.models import DEPLOYMENT_TAG, WINDOW_TAG, NewModel, SlotError
 from healthpredict.loop.profile import MonitoringProfile
@@ -44,7 +43,7 @@ class FolderSlot:
         return dict(json.loads(self._index_path.read_text()))
 
     def _write_index(self, index: dict[str, Any]) -> None:
-        _atomic_write(self._index_path, json.dumps(index, indent=2).encode())
+        write_atomically(self._index_path, json.dumps(index, indent=2))
 
     def seed(self, model: NewModel) -> str:
         """Store the first champion (version 1) unless there is one already."""
@@ -127,7 +126,7 @@ class FolderSlot:
         index = self._index()
         version = str(len(index["versions"]) + 1)
         profiles.save(model.profile, self.folder / f"v{version}_monitoring")
-        _atomic_write(self.folder / f"v{version}.pkl", cloudpickle.dumps(model.pipeline))
+        write_atomically(self.folder / f"v{version}.pkl", cloudpickle.dumps(model.pipeline))
         index["versions"][version] = {"params": model.params, "tags": tags}
         self._write_index(index)
         return version
@@ -144,10 +143,3 @@ class FolderSlot:
         index = self._index()
         index["champion"] = version
         self._write_index(index)
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    with os.fdopen(handle, "wb") as file:
-        file.write(payload)
-    os.replace(temporary, path)

@@ -13,6 +13,7 @@ import time
 import pandas as pd
 from sqlalchemy import Engine, Table, delete, func, select
 
+from healthpredict.files import atomic_path
 from healthpredict.loop.context import LoopContext, LoopError
 from healthpredict.loop.folder import FolderSlot
 from healthpredict.loop.models import ModelSlot
@@ -84,9 +85,8 @@ def keep_refused(context: LoopContext, number: int, frame: pd.DataFrame, served:
     kept["refused_fields"] = [", ".join(f) for _, f in served.rejected]
     folder = context.settings.simulation_dir / context.deployment / "refused"
     folder.mkdir(parents=True, exist_ok=True)
-    temporary = folder / f"w{number:03d}.parquet.tmp"
-    kept.to_parquet(temporary, index=False)
-    temporary.replace(folder / f"w{number:03d}.parquet")
+    with atomic_path(folder / f"w{number:03d}.parquet") as temporary:
+        kept.to_parquet(temporary, index=False)
 
 
 def committed(context: LoopContext, number: int) -> bool:

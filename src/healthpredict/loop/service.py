@@ -11,21 +11,19 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import requests
 from pydantic import SecretStr
 
 from healthpredict.loop.context import LoopError
+from healthpredict.processes import log_tail, stop_process_group, wait_until_ok
 from healthpredict.settings import Settings
 
 ENV_PREFIX = "HEALTHPREDICT_"
@@ -114,40 +112,13 @@ def settings_environment(settings: Settings) -> dict[str, str]:
 
 
 def _wait_ready(service: RunningService) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if service.process.poll() is not None:
-            raise LoopError(
-                f"the service exited ({service.process.returncode}):\n{_tail(service.log)}"
-            )
-        try:
-            if requests.get(f"{service.url}/ready", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.25)
-    raise LoopError(
-        f"the service was not ready within {START_TIMEOUT_SECONDS:.0f} s:\n{_tail(service.log)}"
-    )
+    why = wait_until_ok(f"{service.url}/ready", START_TIMEOUT_SECONDS, service.process)
+    if why is not None:
+        raise LoopError(f"the service {why}:\n{log_tail(service.log)}")
 
 
 def stop(process: subprocess.Popen[bytes]) -> int | None:
     """SIGTERM the service, SIGKILL it after the grace period; its exit status."""
     if process.poll() is not None:
         return process.returncode
-    for sig, wait in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            return process.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-    return process.poll()
-
-
-def _tail(log: Path, lines: int = 30) -> str:
-    if not log.is_file():
-        return ""
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    return stop_process_group(process, STOP_GRACE_SECONDS)

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from healthpredict.errors import HealthPredictError
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
@@ -32,11 +34,11 @@ GATE_CHAMPION_TAG = "gate_champion_version"
 logger = logging.getLogger(__name__)
 
 
-class PromotionError(RuntimeError):
+class PromotionError(HealthPredictError):
     """The gate or a rollback cannot run; the registry is left as it was."""
 
 
-class PromotionRefusedError(RuntimeError):
+class PromotionRefusedError(HealthPredictError):
     """The version may not become champion (the gate did not pass it against this champion)."""
 
 

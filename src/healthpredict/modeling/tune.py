@@ -33,6 +33,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from healthpredict.data.prepare import TARGET
 from healthpredict.data.pseudonym import PATIENT_KEY
 from healthpredict.data.timeline import grouped_folds, patient_groups
+from healthpredict.errors import HealthPredictError
 from healthpredict.features import build_preprocessor
 from healthpredict.modeling.train import features_of, usable_cpus
 
@@ -41,7 +42,7 @@ _DISTRIBUTIONS = ("loguniform", "uniform", "randint", "qrandint", "lograndint", 
 logger = logging.getLogger(__name__)
 
 
-class SearchError(RuntimeError):
+class SearchError(HealthPredictError):
     """The search cannot start or did not finish cleanly."""
 
 

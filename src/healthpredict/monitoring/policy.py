@@ -15,6 +15,8 @@ from typing import Annotated, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from healthpredict.errors import HealthPredictError
+
 Signal = Literal[
     "data_changed",
     "data_drift",
@@ -22,11 +24,12 @@ Signal = Literal[
     "estimated_performance",
     "realised_performance",
     "calibration",
+    "equity",  # a patient group served surely worse than the population (monitoring/equity.py)
 ]
 SIGNALS: tuple[str, ...] = get_args(Signal)
 
 
-class PolicyError(ValueError):
+class PolicyError(HealthPredictError):
     """The policy file is missing or malformed, or names an unknown policy."""
 
 

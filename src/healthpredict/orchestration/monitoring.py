@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from healthpredict.errors import HealthPredictError
 from healthpredict.orchestration.tracking import registry_errors
 from healthpredict.settings import get_settings
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 RETRAIN_TASK = "retrain"
 
 
-class WindowParamError(ValueError):
+class WindowParamError(HealthPredictError):
     """The run names no window and has no logical date."""
 
 

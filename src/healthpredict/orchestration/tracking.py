@@ -13,12 +13,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from healthpredict.errors import HealthPredictError
 from healthpredict.settings import Settings
 
 _PROBE_TIMEOUT_SECONDS = 5.0
 
 
-class TrackingUnavailableError(RuntimeError):
+class TrackingUnavailableError(HealthPredictError):
     """The MLflow tracking server cannot be reached; retrying later is the remedy."""
 
 

@@ -163,26 +163,28 @@ class Prediction(BaseModel):
     top_contributions: list[Contribution]
 
 
-class PredictionResponse(Prediction):
+class ServedBy(BaseModel):
+    """What every prediction answer says about how it was made: request, model and settings.
+
+    Only a base: it never appears in the OpenAPI document itself (pydantic inlines inherited
+    fields into each answer's schema).
+    """
+
+    request_id: str
+    model_name: str
+    model_version: str
+    threshold: float
+    explanation: ExplanationName
+    contribution_scale: str = CONTRIBUTION_SCALE
+
+
+class PredictionResponse(ServedBy, Prediction):
     """``POST /predict``: one prediction, with its model and settings."""
 
-    request_id: str
-    model_name: str
-    model_version: str
-    threshold: float
-    explanation: ExplanationName
-    contribution_scale: str = CONTRIBUTION_SCALE
 
-
-class BatchResponse(BaseModel):
+class BatchResponse(ServedBy):
     """``POST /predict/batch``: predictions in request order."""
 
-    request_id: str
-    model_name: str
-    model_version: str
-    threshold: float
-    explanation: ExplanationName
-    contribution_scale: str = CONTRIBUTION_SCALE
     predictions: list[Prediction]
 
 

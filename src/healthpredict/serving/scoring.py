@@ -16,6 +16,7 @@ import pandas as pd
 
 from healthpredict.data.pseudonym import keyed_hash
 from healthpredict.data.schema import ID_COLUMNS
+from healthpredict.errors import HealthPredictError
 from healthpredict.monitoring.store import LoggedRequest, store_errors
 from healthpredict.serving.model_store import Explanation, LoadedModel, Scores
 from healthpredict.serving.schemas import DISCHARGE_TIME
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from healthpredict.serving.views import ServiceState
 
 
-class ModelUnavailableError(RuntimeError):
+class ModelUnavailableError(HealthPredictError):
     """No model is loaded yet (registry unreachable, no champion, or still loading)."""
 
 

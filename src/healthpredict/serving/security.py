@@ -8,6 +8,7 @@ from fastapi import HTTPException, Request
 from fastapi.security import APIKeyHeader
 from pydantic import SecretStr
 
+from healthpredict.errors import HealthPredictError
 from healthpredict.settings import Settings
 
 API_KEY_HEADER = "X-API-Key"
@@ -32,7 +33,7 @@ admin_key_scheme = APIKeyHeader(
 )
 
 
-class ServingConfigError(ValueError):
+class ServingConfigError(HealthPredictError):
     """The service is not configured safely enough to start."""
 
 
