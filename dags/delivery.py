@@ -28,82 +28,57 @@ delivery journal instead of run; with `HEALTHPREDICT_DELIVERY_CLUSTER_DRY_RUN=tr
 kubectl ones are, and the image is built, pushed and checked for real. One delivery at a time:
 two rollouts would fight over the Deployment.
 
-Wiring only: every task calls one function of `healthpredict.delivery`.
+Wiring only: every task is one function of `healthpredict.delivery`.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from airflow.sdk import Param, TriggerRule, dag, task
 
 from healthpredict.delivery import promotion, rollout, smoke
-from healthpredict.orchestration import policy
+from healthpredict.orchestration import policy, wiring
+
+PARAMS = {
+    "image_tag": Param("", type="string", description="Immutable image tag to ship."),
+    "model_version": Param("", type="string", description="Model version to promote."),
+}
 
 
 @dag(
-    dag_id="healthpredict_delivery",
-    schedule=None,
-    start_date=policy.START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=policy.default_args(execution_timeout=timedelta(minutes=15)),
-    tags=[*policy.TAGS, "delivery"],
-    doc_md=__doc__,
-    params={
-        "image_tag": Param("", type="string", description="Immutable image tag to ship."),
-        "model_version": Param("", type="string", description="Model version to promote."),
-    },
+    **wiring.dag_arguments(
+        wiring.DELIVERY_DAG_ID,
+        __doc__,
+        "delivery",
+        default_args=policy.default_args(execution_timeout=timedelta(minutes=15)),
+        params=PARAMS,
+    )
 )
 def healthpredict_delivery() -> None:
     """Plan -> build -> push -> record -> roll out -> wait -> smoke test -> promote -> record."""
-
     # No retries: a refused release is refused again.
-    @task(retries=0, execution_timeout=timedelta(minutes=2))
-    def plan(image_tag: str, model_version: str) -> dict[str, Any]:
-        return rollout.plan(image_tag, model_version)
-
-    @task(retries=1, execution_timeout=timedelta(minutes=45))
-    def build_image(release: dict[str, Any]) -> dict[str, Any]:
-        return rollout.build_image(release)
-
-    @task(execution_timeout=timedelta(minutes=20))
-    def push_image(release: dict[str, Any]) -> dict[str, Any]:
-        return rollout.push_image(release)
-
-    @task(execution_timeout=timedelta(minutes=5))
-    def record_revision(release: dict[str, Any]) -> dict[str, Any]:
-        return rollout.record_revision(release)
-
-    @task(retries=1, execution_timeout=timedelta(minutes=5))
-    def roll_out(release: dict[str, Any]) -> dict[str, Any]:
-        return rollout.roll_out(release)
-
+    plan = task(retries=0, execution_timeout=timedelta(minutes=2))(rollout.plan)
+    build_image = task(retries=1, execution_timeout=timedelta(minutes=45))(rollout.build_image)
+    push_image = task(execution_timeout=timedelta(minutes=20))(rollout.push_image)
+    record_revision = task(execution_timeout=timedelta(minutes=5))(rollout.record_revision)
+    roll_out = task(retries=1, execution_timeout=timedelta(minutes=5))(rollout.roll_out)
     # No retries: the rollout timeout is the deadline, and waiting again would keep a broken
     # rollout live longer; the rollback starts at once.
-    @task(retries=0, execution_timeout=timedelta(minutes=20))
-    def wait_for_rollout(release: dict[str, Any]) -> dict[str, Any]:
-        return rollout.wait_for_rollout(release)
-
+    wait_for_rollout = task(retries=0, execution_timeout=timedelta(minutes=20))(
+        rollout.wait_for_rollout
+    )
     # No retries: it polls /ready for its own timeout, and a wrong answer stays wrong.
-    @task(retries=0, execution_timeout=timedelta(minutes=10))
-    def smoke_test(release: dict[str, Any]) -> dict[str, Any]:
-        return smoke.smoke_test(release)
-
-    @task(retries=3, execution_timeout=timedelta(minutes=5))
-    def promote_champion(release: dict[str, Any]) -> dict[str, Any]:
-        return promotion.promote_champion(release)
-
+    smoke_test = task(retries=0, execution_timeout=timedelta(minutes=10))(smoke.smoke_test)
+    promote_champion = task(retries=3, execution_timeout=timedelta(minutes=5))(
+        promotion.promote_champion
+    )
     # The last task on the way that worked, so a failed delivery is a failed run (the
     # rollback below is a leaf that succeeds when it has undone a failure).
-    @task(execution_timeout=timedelta(minutes=2))
-    def record_delivery(release: dict[str, Any], promoted: dict[str, Any]) -> dict[str, Any]:
-        return rollout.record_delivery(release, promoted)
-
-    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=3, execution_timeout=timedelta(minutes=25))
-    def roll_back(snapshot: dict[str, Any] | None) -> dict[str, Any]:
-        return rollout.roll_back(snapshot)
+    record_delivery = task(execution_timeout=timedelta(minutes=2))(rollout.record_delivery)
+    roll_back = task(
+        trigger_rule=TriggerRule.ONE_FAILED, retries=3, execution_timeout=timedelta(minutes=25)
+    )(rollout.roll_back)
 
     release = plan("{{ params.image_tag }}", "{{ params.model_version }}")
     built = build_image(release)

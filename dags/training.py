@@ -14,78 +14,36 @@ and only then makes it champion.
 - Settings come from the worker's `HEALTHPREDICT_*` environment (data source, MLflow server,
   budgets): see the README's configuration table.
 
-Wiring only: every task calls one function of `healthpredict.orchestration.training`.
+Wiring only: every task is one function of `healthpredict.orchestration.training`, each a step
+of the CLI's training flow (the same MLflow runs as `healthpredict tune`).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, task
 
-from healthpredict.orchestration import policy
 from healthpredict.orchestration import training as steps
+from healthpredict.orchestration import wiring
 
-DELIVERY_DAG_ID = "healthpredict_delivery"
 
-
-@dag(
-    dag_id="healthpredict_training",
-    schedule=None,
-    start_date=policy.START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=policy.default_args(),
-    tags=[*policy.TAGS, "training"],
-    doc_md=__doc__,
-)
+@dag(**wiring.dag_arguments("healthpredict_training", __doc__, "training"))
 def healthpredict_training() -> None:
     """Prepare -> search -> train -> evaluate -> register -> gate -> (deliver)."""
-
-    @task(execution_timeout=timedelta(minutes=30))
-    def prepare() -> dict[str, Any]:
-        return steps.prepare()
-
+    prepare = task(execution_timeout=timedelta(minutes=30))(steps.prepare)
     # One retry: a search is the expensive step, and it has its own time budget.
-    @task(retries=1, execution_timeout=timedelta(hours=2))
-    def search(prepared: dict[str, Any]) -> dict[str, Any]:
-        return steps.search(prepared)
-
-    @task(retries=1, execution_timeout=timedelta(hours=1))
-    def train(searched: dict[str, Any]) -> dict[str, Any]:
-        return steps.train(searched)
-
-    @task(execution_timeout=timedelta(minutes=30))
-    def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
-        return steps.evaluate(trained)
-
+    search = task(retries=1, execution_timeout=timedelta(hours=2))(steps.search)
+    train = task(retries=1, execution_timeout=timedelta(hours=1))(steps.train)
+    evaluate = task(execution_timeout=timedelta(minutes=30))(steps.evaluate)
     # Three retries: registering is cheap and idempotent, and an MLflow server that restarts
     # must not cost the whole run.
-    @task(retries=3, execution_timeout=timedelta(minutes=15))
-    def register(evaluated: dict[str, Any]) -> dict[str, Any]:
-        return steps.register(evaluated)
+    register = task(retries=3, execution_timeout=timedelta(minutes=15))(steps.register)
+    gate = task(execution_timeout=timedelta(minutes=30))(steps.gate)
 
-    @task(execution_timeout=timedelta(minutes=30))
-    def gate(registered: dict[str, Any]) -> dict[str, Any]:
-        return steps.gate(registered)
-
-    @task.short_circuit(execution_timeout=timedelta(minutes=5))
-    def delivery_request(decision: dict[str, Any]) -> dict[str, Any] | None:
-        return steps.delivery_request(decision)
-
-    request = delivery_request(gate(register(evaluate(train(search(prepare()))))))
-    # One delivery per training run, however often this task is retried.
-    trigger = TriggerDagRunOperator(
-        task_id="trigger_delivery",
-        trigger_dag_id=DELIVERY_DAG_ID,
-        trigger_run_id="from_training__{{ run_id }}",
-        conf=request,
-        skip_when_already_exists=True,
-        execution_timeout=timedelta(minutes=5),
-    )
-    request >> trigger
+    decision = gate(register(evaluate(train(search(prepare())))))
+    # One delivery per training run, however often the request is retried.
+    wiring.request_delivery(steps.delivery_request, decision, "from_training__{{ run_id }}")
 
 
 healthpredict_training()

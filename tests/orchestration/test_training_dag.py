@@ -41,10 +41,36 @@ def test_the_search_ran_and_its_trials_are_tracked(trained: Trained) -> None:
     client = MlflowClient(tracking_uri=f"sqlite:///{trained.data_dir.resolve() / 'mlflow.db'}")
     search = client.get_run(trained.challenger_tags["search_run_id"])
     assert search.data.tags["kind"] == "search" and search.data.params["trial_budget"] == "1"
-    trials = client.search_runs(
+    children = client.search_runs(
         [search.info.experiment_id], f"tags.mlflow.parentRunId = '{search.info.run_id}'"
     )
-    assert [run.info.run_name for run in trials] == ["trial-001"]
+    # The trials, and the training run of the configuration it selected (as `tune` nests it).
+    assert sorted(run.info.run_name for run in children) == ["trial-001", "tuned-lightgbm"]
+
+
+def test_the_training_run_has_the_shape_the_cli_gives_it(trained: Trained) -> None:
+    """The DAG's tasks are the steps of `healthpredict tune`: one run shape for both."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{trained.data_dir.resolve() / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not a later test's registry
+    version = client.get_model_version(MODEL, trained.challenger)
+    run = client.get_run(version.run_id)
+    tags, params = run.data.tags, run.data.params
+    assert run.info.run_name == "tuned-lightgbm" and tags["kind"] == "training"
+    assert tags["mlflow.parentRunId"] == tags["search_run_id"] == version.tags["search_run_id"]
+    assert tags["evaluated"] == "true" and tags["model_uri"] == version.source
+    assert {"n_train", "n_test", "cv_folds", "seed", "lightgbm.num_leaves"} <= set(params)
+    assert {"test_roc_auc", "test_ece", "fit_seconds"} <= set(run.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/feature_importance.png" in artifacts
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "data")] == [
+        "data/manifest.json"
+    ]
+    children = client.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
+    assert [child.info.run_name for child in children] == ["logistic-baseline"]
 
 
 def test_a_delivery_of_the_challenger_is_requested(trained: Trained) -> None:
