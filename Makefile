@@ -15,7 +15,7 @@ INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml requirements/lock.txt
 SHARED_EXTRACT := ../shared/data/dataset_diabetes.zip
 export HEALTHPREDICT_DATA_SOURCE ?= $(if $(wildcard $(SHARED_EXTRACT)),$(abspath $(SHARED_EXTRACT)),uci)
 
-.PHONY: install demo test lint lock benchmark benchmark-search benchmark-load benchmark-loop benchmark-monitoring benchmark-drift benchmark-estimate benchmark-scoring benchmark-trees deploy-validate clean help
+.PHONY: install demo test lint lock benchmark benchmark-search benchmark-load benchmark-loop benchmark-monitoring benchmark-drift benchmark-estimate benchmark-equity benchmark-scoring benchmark-trees deploy-validate clean help
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ benchmark-drift: install benchmark-tools ## Print the field monitor's false-alar
 
 benchmark-estimate: install benchmark-tools ## Print the natural timeline's alarms per window and the label-free estimate's error, against NannyML's CBPE (about 4 minutes)
 	$(PYTHON) benchmarks/estimate.py
+
+benchmark-equity: install ## Print the equity monitor's figures: group alarms on the natural timeline, a one-group drift and the exchangeable control, time per window (about 2 minutes)
+	$(PYTHON) benchmarks/equity.py
 
 benchmark-loop: install ## Print the production loop's figures: the story through the service, a window from PostgreSQL, outcome ingestion
 	$(PYTHON) benchmarks/production_loop.py

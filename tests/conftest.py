@@ -24,7 +24,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
         if name.startswith("HEALTHPREDICT_") and name != "HEALTHPREDICT_DATA_SOURCE":
             monkeypatch.delenv(name)
     # Compiling each model's trees costs seconds a version; the tests of the compiled path
-    # (tests/serving/test_trees.py, test_score_job.py) ask for it.
+    # (tests/serving/test_fastpath_trees.py, test_score_job.py) ask for it.
     monkeypatch.setenv("HEALTHPREDICT_TREE_COMPILER", "lightgbm")
     get_settings.cache_clear()
     yield

@@ -148,6 +148,26 @@ class Settings(BaseSettings):
         description="A challenger whose calibration-error increase is surely (whole interval) "
         "above this is refused.",
     )
+    gate_group_margin: float = Field(
+        default=0.02,
+        ge=0.0,
+        lt=0.5,
+        description="A challenger whose ROC-AUC change within one patient group (of "
+        "`equity_attributes`, on the gate's patients) is surely (whole interval) below minus "
+        "this is refused, the group named, however much better it is on average.",
+    )
+    gate_group_min_encounters: int = Field(
+        default=200,
+        ge=20,
+        description="Fewest gate encounters of a group compared on its own; smaller groups are "
+        "pooled, and a group still too small does not block a promotion.",
+    )
+    gate_group_min_positives: int = Field(
+        default=20,
+        ge=5,
+        description="Fewest readmissions (and non-readmissions) of a group compared on its own "
+        "at the gate; fewer: pooled, or too few to tell.",
+    )
 
     # --- serving (docs/serving.md) ---------------------------------------------------------
     # No default keys: `healthpredict serve` refuses to start without an API key.
@@ -429,6 +449,40 @@ class Settings(BaseSettings):
         description="Observed minus predicted readmission rate beyond this, with the whole "
         "interval beyond, raises a calibration alarm.",
     )
+    equity_attributes: list[str] = Field(
+        default=["age", "gender", "race"],
+        min_length=1,
+        description="Contract columns whose groups are measured per window once outcomes "
+        "arrive (realised AUC, calibration gap, flagged share) and compared at the gate.",
+    )
+    equity_min_group_encounters: int = Field(
+        default=200,
+        ge=20,
+        description="Fewest encounters of a group in a window measured on its own; smaller "
+        "groups are pooled (age bands with their neighbours, other values together) or, still "
+        "too small, reported as too few to tell.",
+    )
+    equity_min_group_positives: int = Field(
+        default=20,
+        ge=5,
+        description="Fewest readmissions (and non-readmissions) of a group in a window measured "
+        "on its own; fewer: pooled, or too few to tell.",
+    )
+    equity_auc_margin: float = Field(
+        default=0.05,
+        gt=0.0,
+        lt=0.5,
+        description="A group's realised ROC-AUC below the whole population's by more than this, "
+        "with the whole interval of the difference below, raises an equity alarm.",
+    )
+    equity_calibration_margin: float = Field(
+        default=0.03,
+        gt=0.0,
+        lt=0.5,
+        description="A group's calibration gap (observed minus predicted rate) differing from "
+        "the whole population's by more than this, with the whole interval beyond, raises an "
+        "equity alarm.",
+    )
     quality_max_invalid_fraction: float = Field(
         default=0.01,
         ge=0.0,
@@ -449,6 +503,16 @@ class Settings(BaseSettings):
                 "initial_window_fraction + test_fraction must not exceed 1: the temporal test "
                 "window may never overlap the training window"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _equity_attributes_known(self) -> Settings:
+        from healthpredict.modeling.groups import GroupAttributeError, check_attributes
+
+        try:
+            check_attributes(self.equity_attributes)
+        except GroupAttributeError as error:
+            raise ValueError(f"equity_attributes: {error}") from error
         return self
 
     @model_validator(mode="after")

@@ -53,6 +53,7 @@ RUN_TABLES = (
     tables.rejected_records,
     tables.outcomes,
     tables.window_performance,
+    tables.window_groups,
     tables.scenario_injections,
 )
 

@@ -118,3 +118,23 @@ def test_missing_scenario_file_is_named(tmp_path: Path) -> None:
 def test_resampling_keeps_time_order(batch: pd.DataFrame) -> None:
     shifted, _ = inject(batch, one(kind="prior_shift", start=1, rate_factor=1.5), 1, 0)
     assert np.all(np.diff(shifted["sequence"].to_numpy()) >= 0)
+
+
+def test_outcome_shuffle_degrades_one_group_and_keeps_its_rate(batch: pd.DataFrame) -> None:
+    band = ["[60-70)"]
+    subgroup = {"column": "age", "op": "in", "value": band}
+    scenarios = one(kind="outcome_shuffle", start=1, subgroup=subgroup)
+    shuffled, [record] = inject(batch, scenarios, 1, seed=0)
+    members = batch["age"].isin(band).to_numpy()
+    assert record.rows_changed == members.sum() and record.labels_changed > 0
+    assert shuffled.loc[members, TARGET].sum() == batch.loc[members, TARGET].sum()  # rate kept
+    pd.testing.assert_frame_equal(shuffled[~members], batch[~members])  # no one else touched
+    pd.testing.assert_frame_equal(shuffled.drop(columns=[TARGET]), batch.drop(columns=[TARGET]))
+
+
+def test_the_one_group_scenario_set_is_packaged() -> None:
+    from importlib import resources
+
+    path = resources.files("healthpredict.monitoring").joinpath("scenarios/one-group.yaml")
+    [scenario] = load_scenarios(Path(str(path))).scenarios
+    assert scenario.kind == "outcome_shuffle" and scenario.start == 3

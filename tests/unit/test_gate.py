@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from healthpredict.modeling.gate import GatePolicy, compare, verdict
+from healthpredict.modeling.gate import GatePolicy, compare, decide, verdict
 
 POLICY = GatePolicy(min_auc_gain=0.005, loss_tolerance=0.0, max_ece_increase=0.01, rounds=300)
 
@@ -69,3 +70,79 @@ def test_the_bootstrap_is_paired(outcome: tuple[np.ndarray, ...]) -> None:
     comparison = compare(labels, same, same.copy(), groups, POLICY)
     # Identical models: every paired resample gives exactly zero difference.
     assert comparison.auc_gain.low == comparison.auc_gain.high == 0.0
+
+
+def _groups_case(harmed_share: float) -> tuple[np.ndarray, ...]:
+    """A challenger better for everyone except one age band (``harmed_share`` of the rows),
+    for which its risks are noise."""
+    rng = np.random.default_rng(11)
+    n = 8000
+    labels = (rng.random(n) < 0.12).astype(float)
+    signal = labels + rng.normal(0, 1.0, n)
+    patients = rng.integers(0, 6000, n)
+    harmed = rng.random(n) < harmed_share
+    ages = np.where(harmed, "[80-90)", rng.choice(["[50-60)", "[60-70)", "[70-80)"], n))
+    champion = _probabilities(signal + rng.normal(0, 1.2, n))
+    better = _probabilities(signal + rng.normal(0, 0.4, n))
+    challenger = np.where(harmed, rng.random(n), better)
+    return labels, champion, challenger, patients, ages
+
+
+def _attributes(ages: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"age": ages, "gender": "Female", "race": "Caucasian"})
+
+
+def test_a_challenger_better_on_average_but_worse_for_a_group_is_refused() -> None:
+    labels, champion, challenger, patients, ages = _groups_case(0.15)
+    decision = decide(
+        labels,
+        (champion, challenger),
+        pd.Series(patients),
+        POLICY,
+        ("1", "2"),
+        "w003",
+        attributes=_attributes(ages),
+    )
+    assert decision.auc_gain.low > POLICY.min_auc_gain  # better on average, surely
+    assert not decision.promote
+    assert "surely worse for age [80-90)" in decision.reason
+    worse = [g for g in decision.groups if g.status == "worse"]
+    assert [(g.attribute, g.group) for g in worse] == [("age", "[80-90)")]
+    assert worse[0].auc_gain.high < -POLICY.group_margin
+    assert "age [80-90)" in decision.as_tags()["gate_groups"]
+    recorded = decision.to_dict()["groups"]  # what the decision's JSON record holds
+    assert {g["group"] for g in recorded} >= {"[80-90)", "[50-60)", "Female", "Caucasian"}
+
+
+def test_a_group_too_small_to_tell_does_not_block() -> None:
+    labels, champion, challenger, patients, ages = _groups_case(0.01)  # about 80 encounters
+    decision = decide(
+        labels,
+        (champion, challenger),
+        pd.Series(patients),
+        POLICY,
+        ("1", "2"),
+        "w003",
+        attributes=_attributes(ages),
+    )
+    small = [g for g in decision.groups if "[80-90)" in g.members]
+    assert small and small[0].status != "worse"
+    assert decision.promote, decision.reason
+    assert "no group surely worse" in decision.reason
+
+
+def test_the_group_comparison_uses_the_populations_draws() -> None:
+    labels, champion, challenger, patients, ages = _groups_case(0.15)
+    comparison = compare(labels, champion, challenger, patients, POLICY, _attributes(ages))
+    [everyone] = [g for g in comparison.groups if g.attribute == "gender"]  # one group: all
+    assert everyone.n_rows == len(labels)
+    assert everyone.auc_gain.estimate == pytest.approx(comparison.auc_gain.estimate)
+    assert everyone.auc_gain.low == pytest.approx(comparison.auc_gain.low)
+    assert everyone.auc_gain.high == pytest.approx(comparison.auc_gain.high)
+
+
+def test_bad_group_settings_are_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="'postcode' is not a contract column"):
+        GatePolicy(0.005, 0.0, 0.01, group_attributes=("postcode",))
+    with pytest.raises(ValueError, match="group margin must lie in"):
+        GatePolicy(0.005, 0.0, 0.01, group_margin=0.7)

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 
 from healthpredict.loop import pending as records
 from healthpredict.loop.context import LoopContext
+from healthpredict.loop.equity import replace_groups
 from healthpredict.loop.pending import PendingWindow
 from healthpredict.loop.retrain import model_row
 from healthpredict.monitoring.tables import (
@@ -32,6 +33,8 @@ def commit_phase(context: LoopContext, pending: PendingWindow) -> None:
     """Write the window's rows (see the module docstring)."""
     with context.engine.begin() as connection:
         _replace_performance(connection, context.deployment, pending.rows.performance)
+        measured = [row["window"] for row in pending.rows.performance]
+        replace_groups(connection, context.deployment, measured, pending.rows.groups)
         if pending.status == "empty":
             records.drop(connection, context.deployment, pending.window)
             pending.phase = "committed"

@@ -48,6 +48,14 @@ FINGERPRINT_SETTINGS = (
     "gate_min_auc_gain",
     "gate_loss_tolerance",
     "gate_max_ece_increase",
+    "gate_group_margin",
+    "gate_group_min_encounters",
+    "gate_group_min_positives",
+    "equity_attributes",
+    "equity_min_group_encounters",
+    "equity_min_group_positives",
+    "equity_auc_margin",
+    "equity_calibration_margin",
 )
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from healthpredict.data.prepare import TARGET
 from healthpredict.data.pseudonym import ENCOUNTER_KEY, PATIENT_KEY
 from healthpredict.loop.context import LoopContext
+from healthpredict.loop.equity import attach_equity, split_equity
 from healthpredict.loop.estimate import label_free_estimate, monitored_estimates
 from healthpredict.loop.field_history import acknowledgements, previous_fields
 from healthpredict.loop.pending import PendingWindow, WindowRows
@@ -63,13 +64,16 @@ def monitor(context: LoopContext, window: Window, champion: str) -> PendingWindo
         _monitor_served(context, log, pending, earlier)
     own = range(window.number, window.number + 1)
     rows.performance = earlier + realised_rows(context, window, pending.status, rows.versions, own)
+    equity = split_equity(rows)
     for row in rows.performance:
         pending.text += (
             f"; outcomes of w{row['window']:03d}: AUC {_auc_text(row)} "
             f"({row['n_labelled']:,} labelled)"
         )
+    pending.text += equity.text
     if rows.window is not None:
         rows.window["monitor_seconds"] = time.perf_counter() - started
+        rows.window["equity_seconds"] = equity.seconds
     return pending
 
 
@@ -340,7 +344,7 @@ def _performance_row(
         performance.auc_shortfall,
         performance.calibration_gap,
     )
-    return {
+    row = {
         "deployment": context.deployment,
         "window": number,
         "model_version": version,
@@ -363,6 +367,8 @@ def _performance_row(
         "estimate_error": None,
         "recalibration": None if recalibration is None else asdict(recalibration),
     }
+    attach_equity(context, row, frame, groups)  # per patient group, on the same encounters
+    return row
 
 
 def label_alarms(performance: RealisedPerformance, settings: Settings) -> list[str]:

@@ -34,6 +34,7 @@ class WindowRows:
     versions: list[dict[str, Any]] = field(default_factory=list)
     features: list[dict[str, Any]] = field(default_factory=list)
     performance: list[dict[str, Any]] = field(default_factory=list)
+    groups: list[dict[str, Any]] = field(default_factory=list)  # per patient group, measured
     models: list[dict[str, Any]] = field(default_factory=list)
     decision: dict[str, Any] | None = None
 

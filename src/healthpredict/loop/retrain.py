@@ -196,6 +196,7 @@ def _gate(
         gate_policy(context.settings),
         (champion, challenger),
         f"w{labelled_window:03d}: the half of its labelled patients held out of training",
+        attributes=holdout,
     )
 
 

@@ -1,34 +1,36 @@
 """Honest evaluation: metrics with patient-grouped bootstrap intervals, overall and by subgroup.
 
 Resampling patients (not encounters) keeps a patient's encounters together, as they are not
-independent; every interval here is a percentile interval over those resamples.
+independent; every interval here is a percentile interval over those resamples
+(:mod:`healthpredict.modeling.bootstrap`, re-exported here for the callers that import
+``Interval`` and ``patient_bootstrap_weights`` from this module).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from healthpredict.modeling.bootstrap import (
+    Interval,
+    patient_bootstrap_weights,
+    percentile_interval,
+)
 from healthpredict.modeling.metrics import METRICS, ScoredSample
+
+__all__ = [
+    "EvalReport",
+    "Interval",
+    "SubgroupReport",
+    "evaluate_predictions",
+    "patient_bootstrap_weights",
+]
 
 SUBGROUP_ATTRIBUTES = ("age", "gender", "race")
 MIN_SUBGROUP_POSITIVES = 10
 OVERALL = ("all", "all")
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate with its bootstrap confidence interval."""
-
-    estimate: float
-    low: float
-    high: float
-
-    def __str__(self) -> str:
-        return f"{self.estimate:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
 @dataclass(frozen=True)
@@ -69,21 +71,6 @@ class EvalReport:
         return asdict(self)
 
 
-def patient_bootstrap_weights(
-    groups: pd.Series | np.ndarray, rounds: int, seed: int
-) -> Iterator[np.ndarray]:
-    """Yield row weights of ``rounds`` patient-level resamples (with replacement).
-
-    Two models scored on the same rows and weighted by the same draws give a paired bootstrap.
-    """
-    codes, uniques = pd.factorize(pd.Series(np.asarray(groups)))
-    n_patients = len(uniques)
-    rng = np.random.default_rng(seed)
-    for _ in range(rounds):
-        counts = np.bincount(rng.integers(0, n_patients, n_patients), minlength=n_patients)
-        yield counts[codes].astype(float)
-
-
 def evaluate_predictions(
     labels: pd.Series,
     scores: np.ndarray,
@@ -112,10 +99,11 @@ def evaluate_predictions(
         key: ScoredSample.build(y[mask], scores[mask], top_fraction) for key, mask in masks.items()
     }
     draws = _bootstrap_draws(samples, masks, groups, rounds, seed)
-    alpha = (1 - confidence_level) / 2
     intervals = {
         key: {
-            name: _interval(metric(sample, np.ones(len(sample.labels))), draws[key][name], alpha)
+            name: percentile_interval(
+                metric(sample, np.ones(len(sample.labels))), draws[key][name], confidence_level
+            )
             for name, metric in METRICS.items()
         }
         for key, sample in samples.items()
@@ -170,12 +158,3 @@ def _bootstrap_draws(
             for name, metric in METRICS.items():
                 draws[key][name].append(metric(sample, weights[masks[key]]))
     return draws
-
-
-def _interval(estimate: float, draws: list[float], alpha: float) -> Interval:
-    values = np.asarray(draws, dtype=float)
-    values = values[~np.isnan(values)]
-    if len(values) == 0:
-        return Interval(estimate, float("nan"), float("nan"))
-    low, high = np.quantile(values, [alpha, 1 - alpha])
-    return Interval(float(estimate), float(low), float(high))

@@ -24,7 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from healthpredict.modeling.evaluate import Interval, patient_bootstrap_weights
+from healthpredict.modeling.bootstrap import (
+    Interval,
+    patient_bootstrap_weights,
+    percentile_interval,
+)
 from healthpredict.modeling.metrics import ScoredSample, expected_calibration_error, roc_auc
 
 _EPSILON = 1e-6
@@ -106,8 +110,7 @@ def realised_performance(
     for weights in patient_bootstrap_weights(patients, rounds, seed):
         aucs.append(roc_auc(sample, weights))
         gaps.append(float(np.average(y - p, weights=weights)))
-    alpha = (1 - confidence_level) / 2
-    auc = _interval(roc_auc(sample, np.ones(len(y))), aucs, alpha)
+    auc = percentile_interval(roc_auc(sample, np.ones(len(y))), aucs, confidence_level)
     return RealisedPerformance(
         roc_auc=auc,
         estimated_auc=estimate,
@@ -115,15 +118,6 @@ def realised_performance(
         ece=expected_calibration_error(sample, np.ones(len(y))),
         observed_rate=float(y.mean()),
         predicted_rate=float(p.mean()),
-        calibration_gap=_interval(float((y - p).mean()), gaps, alpha),
+        calibration_gap=percentile_interval(float((y - p).mean()), gaps, confidence_level),
         n_rows=len(y),
     )
-
-
-def _interval(estimate: float, draws: list[float], alpha: float) -> Interval:
-    values = np.asarray(draws)
-    values = values[~np.isnan(values)]
-    if len(values) == 0:
-        return Interval(estimate, float("nan"), float("nan"))
-    low, high = np.quantile(values, [alpha, 1 - alpha])
-    return Interval(float(estimate), float(low), float(high))

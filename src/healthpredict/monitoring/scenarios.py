@@ -9,6 +9,10 @@ the batches it applies to and one of four kinds of change:
   (rows are resampled by class).
 - ``concept_drift``: for one subgroup the outcome no longer follows the old relation (labels are
   redrawn at a new rate), e.g. a follow-up programme for frequent inpatients.
+- ``outcome_shuffle``: a concept drift confined to one subgroup that leaves its readmission
+  rate alone: the outcomes of (a share of) its encounters are shuffled among them, so they
+  follow the features less and the model ranks that group worse; the population's
+  calibration does not move (the equity monitor's scenario, ``scenarios/one-group.yaml``).
 - ``data_quality``: an upstream fault: a column dropped, emptied, rescaled or recoded.
 
 Injected labels are part of the batch from then on: the simulation stores the batch as
@@ -31,11 +35,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from healthpredict.data.prepare import TARGET
 from healthpredict.data.schema import AGE_BANDS, FEATURE_COLUMNS
+from healthpredict.errors import HealthPredictError
 
 MAX_STAY_DAYS = 14  # the contract's bound: a longer-stay shift saturates here
 
 
-class ScenarioError(ValueError):
+class ScenarioError(HealthPredictError):
     """A scenario file is missing, malformed, or names something that does not exist."""
 
 
@@ -120,6 +125,14 @@ class ConceptDrift(_Scenario):
     positive_rate: float = Field(ge=0.0, le=1.0)
 
 
+class OutcomeShuffle(_Scenario):
+    """Shuffle the outcomes of a share of a subgroup's encounters among themselves."""
+
+    kind: Literal["outcome_shuffle"]
+    subgroup: Condition
+    share: float = Field(default=1.0, gt=0.0, le=1.0, description="Share of its encounters.")
+
+
 class DataQuality(_Scenario):
     """An upstream fault in one column."""
 
@@ -139,7 +152,8 @@ class DataQuality(_Scenario):
 
 
 Scenario = Annotated[
-    CovariateShift | PriorShift | ConceptDrift | DataQuality, Field(discriminator="kind")
+    CovariateShift | PriorShift | ConceptDrift | OutcomeShuffle | DataQuality,
+    Field(discriminator="kind"),
 ]
 
 
@@ -294,6 +308,26 @@ def _concept_drift(
     return _Change(drifted, detail, int(members.sum()), labels_changed)
 
 
+def _outcome_shuffle(
+    batch: pd.DataFrame, scenario: OutcomeShuffle, rng: np.random.Generator
+) -> _Change:
+    members = np.flatnonzero(scenario.subgroup.mask(batch).to_numpy())
+    if len(members) < 2:
+        raise ScenarioError(f"{scenario.name}: the batch has fewer than two rows in the subgroup")
+    chosen = rng.choice(members, size=max(2, round(len(members) * scenario.share)), replace=False)
+    shuffled = batch.copy()
+    labels = batch[TARGET].to_numpy().copy()
+    old_labels = labels[chosen]
+    new_labels = rng.permutation(old_labels)
+    labels[chosen] = new_labels
+    shuffled[TARGET] = labels
+    detail = (
+        f"subgroup {scenario.subgroup} ({len(members) / len(batch):.1%} of rows): outcomes of "
+        f"{len(chosen):,} encounters shuffled among them (rate {old_labels.mean():.3f} kept)"
+    )
+    return _Change(shuffled, detail, len(chosen), int((old_labels != new_labels).sum()))
+
+
 def _data_quality(batch: pd.DataFrame, scenario: DataQuality, rng: np.random.Generator) -> _Change:
     faulty = batch.copy()
     column = scenario.column
@@ -318,5 +352,6 @@ _APPLY = {
     "covariate_shift": _covariate_shift,
     "prior_shift": _prior_shift,
     "concept_drift": _concept_drift,
+    "outcome_shuffle": _outcome_shuffle,
     "data_quality": _data_quality,
 }

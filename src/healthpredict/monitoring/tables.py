@@ -11,7 +11,8 @@ another's traffic):
   arrives (``POST /outcomes``, ``healthpredict outcomes load``);
 - **written by the loop** (:mod:`healthpredict.loop`), one set of rows per monitoring window:
   the window's verdict, drift per model version and field, realised performance once outcomes
-  arrive, the policy's decision, the models it trained, and the scenarios a replay injected.
+  arrive (and per patient group: ``window_groups``), the policy's decision, the models it
+  trained, and the scenarios a replay injected.
   Each window's rows are replaced whole in one transaction, so a window monitored twice has
   its rows once.
 
@@ -141,6 +142,8 @@ windows = Table(
     Column("report_path", String(500), nullable=True),
     Column("monitor_seconds", Float, nullable=True),
     Column("finished_at", DateTime(timezone=True), nullable=False),
+    # Added with the equity monitor (nullable: stores written before it upgrade).
+    Column("equity_seconds", Float, nullable=True, doc="of monitor_seconds: the group figures"),
 )
 
 window_versions = Table(
@@ -228,6 +231,39 @@ window_performance = Table(
     Column("recalibration", JSON, nullable=True, doc="intercept, slope on the logit"),
 )
 
+
+def _interval_columns(name: str, doc: str) -> list[Column[float]]:
+    return [
+        Column(name, Float, nullable=True, doc=doc),
+        Column(f"{name}_low", Float, nullable=True),
+        Column(f"{name}_high", Float, nullable=True),
+    ]
+
+
+window_groups = Table(
+    "window_groups",
+    metadata,
+    _deployment(),
+    Column("window", Integer, primary_key=True, doc="window whose predictions are measured"),
+    Column("model_version", String(32), primary_key=True),
+    Column("attribute", String(40), primary_key=True, doc="age | gender | race | ... | all"),
+    Column("group_name", String(200), primary_key=True, doc="e.g. [80-100) (pooled bands)"),
+    Column("members", JSON, nullable=False, doc="the values the group pools"),
+    Column("known_at_window", Integer, nullable=False, doc="window whose run measured it"),
+    Column("status", String(20), nullable=False, doc="ok | alarm | too few"),
+    Column("n_encounters", Integer, nullable=False),
+    Column("n_patients", Integer, nullable=False),
+    Column("n_positive", Integer, nullable=False),
+    Column("observed_rate", Float, nullable=True),
+    Column("predicted_rate", Float, nullable=True),
+    *_interval_columns("roc_auc", "realised ROC-AUC within the group"),
+    *_interval_columns("auc_vs_all", "its difference from the whole population's"),
+    *_interval_columns("calibration_gap", "observed minus mean predicted rate"),
+    *_interval_columns("gap_vs_all", "its difference from the whole population's"),
+    *_interval_columns("flagged_share", "share flagged at the decision threshold"),
+    Column("alarms", JSON, nullable=False, doc="equity alarms about this group"),
+)
+
 decisions = Table(
     "decisions",
     metadata,
@@ -292,6 +328,7 @@ DEPLOYMENT_TABLES = (
     window_versions,
     feature_drift,
     window_performance,
+    window_groups,
     decisions,
     drift_acknowledgements,
     loop_models,
@@ -325,7 +362,7 @@ def create_schema(engine: Engine) -> None:
 
 
 # Tables that gained nullable columns since their first version: added in place on upgrade.
-UPGRADED_TABLES = (window_versions, feature_drift, window_performance)
+UPGRADED_TABLES = (windows, window_versions, feature_drift, window_performance)
 
 
 def _add_missing_columns(connection: Connection, table: Table) -> None:

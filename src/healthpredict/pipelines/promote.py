@@ -44,6 +44,10 @@ def gate_policy(settings: Settings) -> GatePolicy:
         rounds=max(settings.bootstrap_rounds, 200),
         confidence_level=settings.confidence_level,
         seed=settings.seed,
+        group_margin=settings.gate_group_margin,
+        group_attributes=tuple(settings.equity_attributes),
+        group_min_encounters=settings.gate_group_min_encounters,
+        group_min_positives=settings.gate_group_min_positives,
     )
 
 
@@ -93,6 +97,7 @@ def gate_on_window(
         gate_policy(settings),
         (str(incumbent.version), str(challenger.version)),
         settings.gate_window,
+        attributes=window,
     )
 
 
