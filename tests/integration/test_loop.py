@@ -33,6 +33,7 @@ from healthpredict.loop.streams import StandInIds, encounter_id, natural_stream
 from healthpredict.loop.windows import labelled
 from healthpredict.modeling import champion
 from healthpredict.monitoring import tables
+from healthpredict.monitoring.equity import GROUP_HISTORY_COLUMNS
 from healthpredict.monitoring.history import RunHistory
 from healthpredict.monitoring.policy import load_policies
 from healthpredict.monitoring.scenarios import inject, load_scenarios
@@ -138,6 +139,22 @@ def test_outcomes_arrive_a_window_late_and_close_the_story(main_run: RunHistory)
     realised = main_run.batches.set_index("batch")["realised_auc"]
     assert np.isnan(realised[3])  # quarantined: its outcomes never measure a model
     assert realised.drop([3]).notna().all()  # the last window too: the closing window
+
+
+def test_the_history_carries_the_group_figures_of_the_serving_version(
+    main_run: RunHistory,
+) -> None:
+    groups = main_run.groups
+    assert list(groups.columns) == list(GROUP_HISTORY_COLUMNS)
+    completed = main_run.batches[main_run.batches["status"] == "completed"]
+    assert set(groups["window"]) == set(completed["batch"])  # each once its outcomes arrived
+    served = completed.set_index("batch")["model_version"]
+    assert (groups["version"] == groups["window"].map(served)).all()
+    for _, window in groups.groupby("window"):
+        assert window.iloc[0]["attribute"] == "all"
+        assert set(window["attribute"]) == {"all", "age", "gender", "race"}
+    # No group alarmed (the default scenarios hurt no group on their own), none named.
+    assert (main_run.batches["group_alarms"] == "").all() == (groups["status"] != "alarm").all()
 
 
 def test_the_estimate_error_is_recorded_once_outcomes_arrive(

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from healthpredict.monitoring.equity import GROUP_HISTORY_COLUMNS
 from healthpredict.monitoring.history import BATCH_COLUMNS, RunHistory
 
 FEATURES = (
@@ -50,14 +51,16 @@ def make_history(
     scenario: str = "older_population, concept_insulin",
     labels_pending: int = 1,
     feature_drift: bool = True,
+    groups: bool = True,
     name: str | None = None,
 ) -> RunHistory:
     """One run of ``policy``; ``onset`` is the first batch with ``scenario`` active (None: none).
 
-    The last ``labels_pending`` batches have no realised AUC yet.
+    The last ``labels_pending`` batches have no realised AUC yet; neither have their group
+    figures (``groups``: record them at all). From the onset, age [70-80) alarms.
     """
     rng = np.random.default_rng(sum(map(ord, policy)))
-    rows, drift_rows, quantile_rows = [], [], []
+    rows, drift_rows, quantile_rows, group_rows = [], [], [], []
     version, fresh_model = "1", False
     for batch in range(1, n_batches + 1):
         active = onset is not None and batch >= onset
@@ -74,6 +77,9 @@ def make_history(
         auc = 0.685 - (0.06 if active and not fresh_model else 0.015 if active else 0.0)
         auc += float(rng.normal(0, 0.006))
         pending = batch > n_batches - labels_pending
+        alarmed = active and not pending and groups
+        if groups and not pending:
+            group_rows.extend(_group_rows(batch, version, auc, harmed=active))
         n_drifted = sum(row["drifted"] for row in drifts)
         moved = [row["feature"] for row in drifts if row["status"] == "moved"]
         rows.append(
@@ -98,6 +104,7 @@ def make_history(
                 "estimate_error": math.nan if pending else 0.004,
                 "alarm": n_drifted >= 3,
                 "alarm_reasons": "data drift: 3 features" if n_drifted >= 3 else "",
+                "group_alarms": "age [70-80)" if alarmed else "",
                 "decision": decision,
                 "outcome": outcome,
                 "new_version": new_version or math.nan,  # NaN, as read_history leaves it
@@ -121,6 +128,7 @@ def make_history(
             quantile_rows, columns=["batch", "q05", "q25", "q50", "q75", "q95", "mean"]
         ),
         reference_auc=0.684,
+        groups=pd.DataFrame(group_rows, columns=list(GROUP_HISTORY_COLUMNS)),
     )
 
 
@@ -154,12 +162,75 @@ def _quarantined_row(batch: int, scenarios: str) -> dict[str, object]:
             "prediction_drift_detected": None,
             "alarm": True,
             "alarm_reasons": "data quality",
+            "group_alarms": "",
             "decision": "none",
             "outcome": "",
             "quarantine_reason": QUARANTINE_REASON,
             "new_version": math.nan,
         }
     )
+
+
+# attribute -> (group, encounters, AUC offset from all patients); n=None: too few to tell.
+GROUPS = {
+    "age": (("[50-60)", 1800, 0.02), ("[60-70)", 2300, 0.0), ("[70-80)", 2600, -0.03)),
+    "gender": (("Female", 5300, 0.0), ("Male", 4700, 0.0), ("Unknown/Invalid", None, 0.0)),
+}
+HARMED = ("age", "[70-80)")
+
+
+def _group_rows(batch: int, version: str, auc: float, harmed: bool) -> list[dict[str, object]]:
+    """``read_group_history`` rows of one batch: all patients, then each group."""
+    rows = [_group_row(batch, version, "all", "all", 10_000, auc, 0.0, ())]
+    for attribute, groups in GROUPS.items():
+        for name, n, offset in groups:
+            hit = harmed and (attribute, name) == HARMED
+            alarms = (f"equity: {attribute} {name}: ROC-AUC below all patients",) if hit else ()
+            rows.append(
+                _group_row(
+                    batch, version, attribute, name, n, auc + offset - 0.12 * hit, 0.0, alarms
+                )
+            )
+    return rows
+
+
+def _group_row(
+    batch: int,
+    version: str,
+    attribute: str,
+    name: str,
+    n: int | None,
+    auc: float,
+    gap: float,
+    alarms: tuple[str, ...],
+) -> dict[str, object]:
+    status = "too few" if n is None else "alarm" if alarms else "ok"
+    width = math.nan if n is None else 0.8 / math.sqrt(n)
+    figures = {
+        "auc": auc if n else math.nan,
+        "calibration_gap": gap + 0.01 if n else math.nan,
+        "auc_vs_all": auc - 0.685 if n else math.nan,
+        "gap_vs_all": 0.01 if n else math.nan,
+        "flagged_share": 0.2 if n else math.nan,
+    }
+    row: dict[str, object] = {
+        "window": batch,
+        "version": version,
+        "attribute": attribute,
+        "group": name,
+        "members": [name],
+        "status": status,
+        "n": n or 12,
+        "n_patients": int((n or 12) * 0.9),
+        "n_positive": int((n or 12) * 0.11),
+        "observed_rate": 0.11,
+        "predicted_rate": 0.10,
+        "alarms": list(alarms),
+        "known_at_window": batch + 1,
+    }
+    for measure, value in figures.items():
+        row |= {measure: value, f"{measure}_low": value - width, f"{measure}_high": value + width}
+    return row
 
 
 def _feature_drift(

@@ -7,13 +7,16 @@ else, so they can be tested on hand-made histories.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 from sqlalchemy import Engine, select
 
 from healthpredict.errors import HealthPredictError
 from healthpredict.monitoring import tables
+from healthpredict.monitoring.equity import ALARM, GROUP_HISTORY_COLUMNS, read_group_history
+
+_GROUP_COLUMNS = list(GROUP_HISTORY_COLUMNS)
 
 # Columns of RunHistory.batches, one row per production batch (in order):
 BATCH_COLUMNS = (
@@ -37,6 +40,7 @@ BATCH_COLUMNS = (
     "estimate_error",  # float | NaN: the estimate made when monitored minus the realised AUC
     "alarm",  # bool: any monitor alarmed on this batch
     "alarm_reasons",  # str: "; "-joined reasons ("" when none)
+    "group_alarms",  # str: ", "-joined patient groups with an equity alarm ("" when none)
     "decision",  # "none" | "retrain" | "cooldown"
     "outcome",  # "" | "promoted" | "passed" (gate passed, left to delivery) | "refused" | "failed"
     "new_version",  # str | None: challenger version trained at this step
@@ -63,6 +67,10 @@ class RunHistory:
         reference_auc: Realised ROC-AUC of the initial champion on its own test data, for a
             reference line.
         stream: "natural" (time order) or "exchangeable" (the no-drift control).
+        groups: Each patient group's figures per window, columns
+            :data:`~healthpredict.monitoring.equity.GROUP_HISTORY_COLUMNS` (the population
+            first, as attribute "all"), for the version that served the window; empty until
+            outcomes arrive.
     """
 
     name: str
@@ -74,6 +82,7 @@ class RunHistory:
     prediction_quantiles: pd.DataFrame
     reference_auc: float
     stream: str = "natural"
+    groups: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_GROUP_COLUMNS))
 
     @property
     def retrains(self) -> int:
@@ -124,16 +133,18 @@ def read_history(engine: Engine, run: str) -> RunHistory:
         }
     policy = header["policy_config"]
     served = _served_rows(frames)
+    groups = _served_groups(read_group_history(engine, run), frames["windows"])
     return RunHistory(
         name=run,
         policy=str(policy.get("kind", header["policy"])),
         policy_text=describe_policy_config(header["policy"], policy),
         scenario_set=header["scenario_set"],
-        batches=_batch_frame(frames, served),
+        batches=_batch_frame(frames, served, groups),
         feature_drift=_feature_frame(frames["feature_drift"], frames["windows"]),
         prediction_quantiles=_quantile_frame(served),
         reference_auc=float(header["reference_auc"] or float("nan")),
         stream=header["stream"],
+        groups=groups,
     )
 
 
@@ -162,7 +173,23 @@ def _served_rows(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return frames["window_versions"].merge(primary, on=["window", "model_version"])
 
 
-def _batch_frame(frames: dict[str, pd.DataFrame], served: pd.DataFrame) -> pd.DataFrame:
+def _served_groups(groups: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
+    """Per window, the group figures of the version that served most of it."""
+    primary = windows[["window", "model_version"]].rename(columns={"model_version": "version"})
+    return groups.merge(primary, on=["window", "version"]).reset_index(drop=True)
+
+
+def _group_alarms(groups: pd.DataFrame, windows: pd.Series) -> list[str]:
+    """Per window, the groups the equity monitor alarmed on, e.g. "age [40-50), race other"."""
+    alarmed = groups[groups["status"] == ALARM]
+    names = (alarmed["attribute"] + " " + alarmed["group"]).groupby(alarmed["window"])
+    by_window = names.agg(", ".join).to_dict()
+    return [by_window.get(window, "") for window in windows]
+
+
+def _batch_frame(
+    frames: dict[str, pd.DataFrame], served: pd.DataFrame, groups: pd.DataFrame
+) -> pd.DataFrame:
     windows = frames["windows"].sort_values("window").reset_index(drop=True)
     monitors = served.set_index("window").reindex(windows["window"])
     performance = _performance_by_window(frames["window_performance"], windows)
@@ -187,6 +214,7 @@ def _batch_frame(frames: dict[str, pd.DataFrame], served: pd.DataFrame) -> pd.Da
     alarms = [list(free or []) + extra for free, extra in zip(windows["alarms"], late, strict=True)]
     out["alarm"] = [bool(a) for a in alarms]
     out["alarm_reasons"] = ["; ".join(a) for a in alarms]
+    out["group_alarms"] = _group_alarms(groups, windows["window"])
     out["decision"] = decisions["action"].fillna("none").to_numpy()
     out["outcome"] = decisions["outcome"].fillna("").to_numpy()
     out["new_version"] = decisions["challenger_version"].to_numpy()

@@ -3,11 +3,12 @@
 The dashboard (:mod:`healthpredict.reporting.dashboard`) embeds these figures and the PNG
 report (:mod:`healthpredict.reporting.timeline_plots`) exports the same figures, so the page
 and the files cannot disagree. :data:`CHARTS` lists them in page order with their heading,
-what to read in them and their PNG name. To add a chart (say realised AUC and calibration by
-patient group over time), write a builder ``(main run, all runs) -> go.Figure`` from the
-pieces in :mod:`healthpredict.reporting.figure_parts` and add one :class:`Chart` to
-:data:`CHARTS`: the page gets a section and the report a PNG. The data views behind the
-charts live in :mod:`healthpredict.reporting.timeline_views`.
+what to read in them and their PNG name. To add a chart, write a builder
+``(main run, all runs) -> go.Figure`` from the pieces in
+:mod:`healthpredict.reporting.figure_parts` (in a module of its own when it is large, as
+:mod:`~healthpredict.reporting.equity_chart`) and add one :class:`Chart` to :data:`CHARTS`:
+the page gets a section and the report a PNG. The data views behind the charts live in
+:mod:`healthpredict.reporting.timeline_views`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from healthpredict.monitoring.history import RunHistory
+from healthpredict.reporting.equity_chart import equity_figure
 from healthpredict.reporting.figure_parts import (
     NOTE_COLOUR,
     add_event_lane,
@@ -274,6 +276,13 @@ PREDICTION_NOTE = (
     "Distribution of the predicted 30-day readmission risk: box 25-75 %, whiskers 5-95 %, "
     "solid line median, dashed line mean; colour: the model version that scored the batch."
 )
+EQUITY_NOTE = (
+    "How the model serves each patient group once a window's outcomes arrive: per group, the "
+    "realised ROC-AUC and the calibration gap (observed minus predicted readmission rate) with "
+    "their patient-grouped bootstrap intervals; dashed grey: all patients. A red ring: an "
+    "equity alarm, the group's whole interval beyond the margin from all patients. Small "
+    "groups are pooled; groups still too few to tell are named, not drawn."
+)
 POLICY_NOTE = (
     "The same batches replayed under each policy: realised ROC-AUC per batch (triangles: "
     "retrain refused or failed, stars: challenger promoted) and model quality against the "
@@ -289,6 +298,13 @@ CHARTS = (
         "Predicted risk per batch",
         PREDICTION_NOTE,
         prediction_figure,
+    ),
+    Chart(
+        "chart-equity",
+        "equity_timeline",
+        "Model quality by patient group",
+        EQUITY_NOTE,
+        equity_figure,
     ),
     Chart(
         "chart-policies",

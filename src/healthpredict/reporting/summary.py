@@ -131,11 +131,12 @@ def format_gate_decision(decision: GateDecision) -> str:
 def format_batch_table(history: RunHistory) -> str:
     """Per-window table of a deployment or replay: both data verdicts (fields that moved; the
     split-gain share off the reference, starred when it is input drift), estimated and realised
-    AUC with the estimate's error, decision, model."""
+    AUC with the estimate's error, decision, model, and the patient groups with an equity
+    alarm (measured on that window once its outcomes arrived)."""
     lines = [
         f"run {history.name}: {history.policy_text}; scenarios: {history.scenario_set}",
         f"{'window':<18}{'status':<12}{'scenario':<24}{'moved':>6}{'inputs':>7}{'est AUC':>9}"
-        f"{'realised AUC':>24}{'error':>7}  {'decision':<22}{'model':>6}",
+        f"{'realised AUC':>24}{'error':>7}  {'decision':<22}{'model':>6}  group alarms",
     ]
     for row in history.batches.to_dict("records"):
         lines.append(_batch_line(row))
@@ -171,10 +172,11 @@ def _batch_line(row: dict[Any, Any]) -> str:
     error = row["estimate_error"]
     error_text = "-" if error != error else f"{error:+.3f}"
     model = f"v{row['model_version']}" if row["model_version"] else "-"
+    groups = row["group_alarms"] if isinstance(row["group_alarms"], str) else ""
     return (
         f"{row['batch_name']:<18}{row['status']:<12}{scenario:<24}{moved:>6}{inputs:>7}"
         f"{number(row['estimated_auc']):>9}{realised:>24}{error_text:>7}  {decision:<22}"
-        f"{model:>6}"
+        f"{model:>6}  {groups or '-'}"
     )
 
 
