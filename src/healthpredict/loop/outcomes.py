@@ -197,12 +197,17 @@ def _record_once(
         if conflicts:
             raise OutcomeError(_conflict_message(conflicts))
         new = [
-            {"deployment": deployment, "encounter_key": key,
-             "readmitted_30d": outcome.readmitted_30d, "reported_as": outcome.reported_as,
-             "source": source[:300], "received_at": now}
+            {
+                "deployment": deployment,
+                "encounter_key": key,
+                "readmitted_30d": outcome.readmitted_30d,
+                "reported_as": outcome.reported_as,
+                "source": source[:300],
+                "received_at": now,
+            }
             for key, (outcome, _) in incoming.items()
             if key not in known
-        ]  # fmt: skip
+        ]
         if new:
             connection.execute(insert(outcomes), new)
         matched = _logged(connection, deployment, list(incoming))

@@ -141,9 +141,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
         state: views.ServiceState = request.app.state.service
         rejected = rejections.refused_records(
-            request.url.path, problems, error.body, state.settings.deployment,
+            request.url.path,
+            problems,
+            error.body,
+            state.settings.deployment,
             getattr(request.state, "request_id", "?"),
-        )  # fmt: skip
+        )
         if rejected is not None:
             state.writer.submit(rejected)
         return _problem(422, f"invalid request: {len(errors)} problem(s) in {fields}", errors)

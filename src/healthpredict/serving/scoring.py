@@ -90,12 +90,16 @@ def top_reasons(
     reasons = []
     for row, record in enumerate(records):
         order = np.argsort(-np.abs(attributions[row]), kind="stable")[:k]
-        reasons.append([
-            {"feature": group, "contribution": float(attributions[row, i]),
-             "value": record[group] if group in record else float(matrix[row, names.index(group)])}
-            for i in order if attributions[row, i] != 0.0
-            for group in (compiled.groups[i],)
-        ])  # fmt: skip
+        reasons.append([])
+        for i in order:
+            if attributions[row, i] == 0.0:
+                continue
+            group = compiled.groups[i]
+            # A derived feature has no request field of its name: report the value it took.
+            value = record[group] if group in record else float(matrix[row, names.index(group)])
+            reasons[-1].append(
+                {"feature": group, "contribution": float(attributions[row, i]), "value": value}
+            )
     return reasons
 
 

@@ -98,9 +98,17 @@ def model_info(state: ServiceState) -> dict[str, Any]:
 
 
 _MODEL_FIELDS = (
-    "name", "version", "alias", "run_id", "training_window", "data_hash", "promotion_reason",
-    "metrics", "fast_path", "loaded_at",
-)  # fmt: skip
+    "name",
+    "version",
+    "alias",
+    "run_id",
+    "training_window",
+    "data_hash",
+    "promotion_reason",
+    "metrics",
+    "fast_path",
+    "loaded_at",
+)
 
 
 def _describe(model: LoadedModel) -> dict[str, Any]:

@@ -83,8 +83,13 @@ def _annotate(node: dict[str, Any], exact: list[float]) -> dict[str, Any]:
     right = _annotate(node["right_child"], exact)
     weight = left["weight"] + right["weight"]
     mean = (left["weight"] * left["mean"] + right["weight"] * right["mean"]) / weight
-    return {"feature": int(node["split_feature"]), "left": left, "right": right,
-            "mean": mean, "weight": weight}  # fmt: skip
+    return {
+        "feature": int(node["split_feature"]),
+        "left": left,
+        "right": right,
+        "mean": mean,
+        "weight": weight,
+    }
 
 
 def _credit(
