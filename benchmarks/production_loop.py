@@ -29,7 +29,6 @@ from pathlib import Path
 import pandas as pd
 
 from healthpredict.data.pseudonym import load_or_create_salt
-from healthpredict.loop import outcomes, streams
 from healthpredict.loop.live import live_context
 from healthpredict.loop.monitor import monitor
 from healthpredict.loop.plans import build_plan
@@ -37,6 +36,7 @@ from healthpredict.loop.replay import replay
 from healthpredict.loop.service import service_process, settings_environment
 from healthpredict.loop.traffic import HttpTraffic, InProcessTraffic
 from healthpredict.loop.windows import read_window
+from healthpredict.monitoring import outcomes, streams
 from healthpredict.monitoring.store import make_engine
 from healthpredict.pipelines.prepare_data import prepare_data
 from healthpredict.pipelines.train_and_register import train_and_register

@@ -343,7 +343,7 @@ def outcomes_load(
 ) -> None:
     """Record readmission outcomes from a file (columns encounter_id, readmitted)."""
     from healthpredict.data.pseudonym import load_or_create_salt
-    from healthpredict.loop import outcomes
+    from healthpredict.monitoring import outcomes
     from healthpredict.monitoring.store import make_engine, store_errors
 
     settings = _run(_settings)
@@ -469,7 +469,7 @@ def report(
 @app.command("demo")
 def demo(source: SourceOption = None) -> None:
     """The main job: prepare, search, train, register, simulate every batch, write the dashboard."""
-    from healthpredict.pipelines.main_job import run_main_job
+    from healthpredict.demo import run_main_job
 
     settings = _run(lambda: _settings(data_source=source))
     _run(lambda: run_main_job(settings, typer.echo))

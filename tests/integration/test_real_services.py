@@ -190,8 +190,8 @@ def test_mlflow_server_stopped_during_register(
     import mlflow
     from mlflow import MlflowClient
 
+    from healthpredict.modeling.tracking import TrackingUnavailableError
     from healthpredict.orchestration import training as steps
-    from healthpredict.orchestration.tracking import TrackingUnavailableError
 
     model = "fault-model"
     server = real_services.mlflow

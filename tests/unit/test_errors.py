@@ -22,12 +22,12 @@ from healthpredict.delivery.stack import StackError
 from healthpredict.errors import HealthPredictError
 from healthpredict.loop.windows import WindowError
 from healthpredict.modeling.champion import PromotionError, PromotionRefusedError
+from healthpredict.modeling.tracking import TrackingUnavailableError
 from healthpredict.modeling.tune import SearchError
 from healthpredict.monitoring.history import RunNotFoundError
 from healthpredict.monitoring.policy import PolicyError
 from healthpredict.monitoring.scenarios import ScenarioError
 from healthpredict.orchestration.monitoring import WindowParamError
-from healthpredict.orchestration.tracking import TrackingUnavailableError
 from healthpredict.serving.fastpath.encoder import FastPathError
 from healthpredict.serving.fastpath.trees import TreeCompileError
 from healthpredict.serving.scoring import ModelUnavailableError

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from healthpredict.cli import app
 from healthpredict.data.pseudonym import keyed_hash
-from healthpredict.loop import outcomes
-from healthpredict.loop.outcomes import OutcomeError
+from healthpredict.monitoring import outcomes
+from healthpredict.monitoring.outcomes import OutcomeError
 from healthpredict.monitoring.store import LoggedRequest, make_engine
 from healthpredict.monitoring.tables import create_schema
 from healthpredict.monitoring.tables import outcomes as outcome_table

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from healthpredict.delivery.commands import CommandRunner
 from healthpredict.delivery.release import Release
 from healthpredict.modeling import champion
-from healthpredict.orchestration.tracking import registry_errors
+from healthpredict.modeling.tracking import registry_errors
 from healthpredict.settings import get_settings
 
 if TYPE_CHECKING:

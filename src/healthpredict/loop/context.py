@@ -22,11 +22,11 @@ from sqlalchemy import Engine, insert, select, update
 
 from healthpredict.errors import HealthPredictError
 from healthpredict.loop.models import ModelSlot
-from healthpredict.loop.profile import MonitoringProfile
 from healthpredict.loop.windows import WindowClock
 from healthpredict.monitoring.drift import DriftMonitor
 from healthpredict.monitoring.policy import Policy
 from healthpredict.monitoring.tables import create_schema, loop_runs
+from healthpredict.pipelines.profile import MonitoringProfile
 from healthpredict.settings import Settings
 
 Progress = Callable[[str], None]

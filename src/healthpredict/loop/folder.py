@@ -13,10 +13,10 @@ from typing import Any
 import cloudpickle
 
 from healthpredict.files import write_atomically
-from healthpredict.loop import profile as profiles
 from healthpredict.loop.models import DEPLOYMENT_TAG, WINDOW_TAG, NewModel, SlotError
-from healthpredict.loop.profile import MonitoringProfile
 from healthpredict.modeling.gate import GateDecision
+from healthpredict.pipelines import profile as profiles
+from healthpredict.pipelines.profile import MonitoringProfile
 from healthpredict.serving.model_store import LoadedModel, prepare_model
 
 

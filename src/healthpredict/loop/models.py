@@ -19,13 +19,13 @@ from mlflow.exceptions import MlflowException
 from sklearn.pipeline import Pipeline
 
 from healthpredict.errors import HealthPredictError
-from healthpredict.loop import profile as profiles
-from healthpredict.loop.profile import MonitoringProfile
 from healthpredict.modeling import champion
 from healthpredict.modeling.champion import CHAMPION, current_version
 from healthpredict.modeling.gate import GateDecision
 from healthpredict.modeling.registry import configure_tracking, log_pipeline
 from healthpredict.modeling.train import default_params
+from healthpredict.pipelines import profile as profiles
+from healthpredict.pipelines.profile import MonitoringProfile
 from healthpredict.pipelines.train_and_register import PARAMS_ARTIFACT
 from healthpredict.serving.model_store import LoadedModel, download_and_load, prepare_model
 from healthpredict.settings import Settings

@@ -16,12 +16,12 @@ from healthpredict.data.pseudonym import SEQUENCE
 from healthpredict.data.timeline import load_manifest
 from healthpredict.loop.folder import FolderSlot
 from healthpredict.loop.models import ModelSlot, NewModel, RegistrySlot
-from healthpredict.loop.profile import build as build_profile
 from healthpredict.loop.replay import ReplayPlan
 from healthpredict.loop.streams import Stream, exchangeable_stream, natural_stream, require_unseen
 from healthpredict.modeling.train import ModelKind, default_params, features_of, fit_model
 from healthpredict.monitoring.policy import load_policies, select_policy
 from healthpredict.monitoring.scenarios import ScenarioSet, load_scenarios
+from healthpredict.pipelines.profile import build as build_profile
 from healthpredict.settings import Settings
 
 StreamKind = Literal["natural", "exchangeable"]

@@ -28,13 +28,13 @@ from healthpredict.data.schema import FEATURE_COLUMNS
 from healthpredict.loop.context import LoopContext, run_key
 from healthpredict.loop.models import NewModel
 from healthpredict.loop.pending import PendingWindow, jsonable
-from healthpredict.loop.profile import build as build_profile
 from healthpredict.loop.windows import OCCURRED_AT, labelled
 from healthpredict.modeling.gate import GateDecision
 from healthpredict.modeling.gate import decide as decide_gate
 from healthpredict.modeling.train import ModelKind, features_of, fit_model
 from healthpredict.monitoring.store import mask_url
 from healthpredict.monitoring.tables import windows
+from healthpredict.pipelines.profile import build as build_profile
 from healthpredict.pipelines.promote import gate_policy
 
 logger = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ def _failed(context: LoopContext, pending: PendingWindow, what: str, error: Exce
     """Record a failed retrain or gate; under an orchestrator an unreachable registry fails
     the task instead, so that it is retried."""
     if not context.owns_champion:
-        from healthpredict.orchestration.tracking import require_tracking_server
+        from healthpredict.modeling.tracking import require_tracking_server
 
         require_tracking_server(context.settings)
     logger.exception(

@@ -20,9 +20,9 @@ from typing import Any, Protocol
 import requests
 from sqlalchemy import Engine, insert
 
-from healthpredict.loop import outcomes as outcome_store
 from healthpredict.loop.context import LoopError
 from healthpredict.loop.models import ModelSlot
+from healthpredict.monitoring import outcomes as outcome_store
 from healthpredict.monitoring.quality import record_violations
 from healthpredict.monitoring.store import RejectedRequest
 from healthpredict.serving.fastpath import records_frame

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from healthpredict.errors import HealthPredictError
-from healthpredict.orchestration.tracking import registry_errors
+from healthpredict.modeling.tracking import registry_errors
 from healthpredict.settings import get_settings
 
 if TYPE_CHECKING:

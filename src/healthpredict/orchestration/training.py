@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from healthpredict.orchestration.tracking import registry_errors
+from healthpredict.modeling.tracking import registry_errors
 from healthpredict.settings import Settings, get_settings
 
 if TYPE_CHECKING:

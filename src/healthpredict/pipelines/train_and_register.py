@@ -49,7 +49,7 @@ from healthpredict.modeling.registry import (
     log_pipeline,
 )
 from healthpredict.modeling.train import ModelKind, default_params, features_of, fit_model
-from healthpredict.orchestration.registration import COMPLETE_TAG, EVALUATION_FILE, register_once
+from healthpredict.pipelines.registration import COMPLETE_TAG, EVALUATION_FILE, register_once
 from healthpredict.reporting import plots
 from healthpredict.settings import Settings
 
@@ -233,7 +233,7 @@ def register_candidate(
     """Step 3: register the evaluated run's model; the version, and whether it already was.
 
     A complete version registered from this run earlier is reused; one a failure left
-    half-registered is replaced (:func:`healthpredict.orchestration.registration.register_once`).
+    half-registered is replaced (:func:`healthpredict.pipelines.registration.register_once`).
     """
     from mlflow import MlflowClient
 
@@ -273,12 +273,13 @@ def training_key(settings: Settings, data_hash: str, params: dict[str, Any]) -> 
 def log_monitoring_profile(
     pipeline: Pipeline, train: pd.DataFrame, manifest: Manifest, settings: Settings
 ) -> None:
-    """Log the model's monitoring profile into the active run (:mod:`healthpredict.loop.profile`).
+    """Log the model's monitoring profile (:mod:`healthpredict.pipelines.profile`) into the
+    active run.
 
     Its baseline predictions are on the first production batch, the encounters that follow
     the training window: the model has not seen them, and only their predicted risks are kept.
     """
-    from healthpredict.loop import profile
+    from healthpredict.pipelines import profile
 
     unseen = load_window(settings.prepared_dir, manifest, manifest.batch_names[0])
     profile.log_to_run(profile.build(pipeline, train, unseen, settings))

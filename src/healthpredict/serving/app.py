@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 
 from healthpredict import __version__
 from healthpredict.data.pseudonym import load_or_create_salt
-from healthpredict.loop.outcomes import OutcomeError
+from healthpredict.monitoring.outcomes import OutcomeError
 from healthpredict.monitoring.store import (
     PredictionLogWriter,
     StoreUnavailableError,

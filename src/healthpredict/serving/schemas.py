@@ -274,7 +274,7 @@ class ReloadOutcome(BaseModel):
 
 def outcome_batch_model(max_size: int) -> type[BaseModel]:
     """The ``POST /outcomes`` request model, bounded to ``max_size`` outcomes."""
-    from healthpredict.loop.outcomes import OutcomeRecord
+    from healthpredict.monitoring.outcomes import OutcomeRecord
 
     whole = OutcomeRecord.model_fields["encounter_id"]
     # The record with the same whole-number reading of encounter_id as the encounter fields.

@@ -23,7 +23,7 @@ from healthpredict.serving.schemas import DISCHARGE_TIME
 from healthpredict.settings import Settings
 
 if TYPE_CHECKING:
-    from healthpredict.loop.outcomes import OutcomeRecord, OutcomeReport
+    from healthpredict.monitoring.outcomes import OutcomeRecord, OutcomeReport
     from healthpredict.serving.views import ServiceState
 
 
@@ -87,7 +87,7 @@ def top_reasons(
     if k == 0 or compiled is None or attributions is None or matrix is None:
         return [[] for _ in records]
     names = compiled.encoder.feature_names
-    reasons = []
+    reasons: list[list[dict[str, Any]]] = []
     for row, record in enumerate(records):
         order = np.argsort(-np.abs(attributions[row]), kind="stable")[:k]
         reasons.append([])
@@ -150,7 +150,7 @@ def record_outcomes(state: ServiceState, records: Sequence[OutcomeRecord]) -> Ou
         OutcomeError: One contradicts a recorded outcome.
         StoreUnavailableError: The monitoring store cannot be reached.
     """
-    from healthpredict.loop import outcomes
+    from healthpredict.monitoring import outcomes
 
     with store_errors(state.settings.monitoring_url):
         return outcomes.record(state.engine, state.settings.deployment, records, state.salt, "api")
