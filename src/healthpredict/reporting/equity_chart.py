@@ -25,6 +25,7 @@ from healthpredict.reporting.figure_parts import (
     NOTE_COLOUR,
     axis_suffix,
     finish,
+    lane_height,
     mark_batches,
     note,
     timeline_subplots,
@@ -78,7 +79,7 @@ def equity_figure(run: RunHistory, _: Sequence[RunHistory] = ()) -> go.Figure:
     if groups["status"].eq(ALARM).any():
         figure.add_trace(_alarm_legend(), row=rows[f"auc:{attributes[0]}"], col=1)
     mark_batches(figure, run.batches)
-    height = 150 + sum(rows_px.values()) + (28 if "scenarios" in rows else 0)
+    height = 150 + sum(rows_px.values()) + lane_height(run.batches)
     return finish(figure, run.batches, height=height, bottom_row=len(rows))
 
 
