@@ -76,7 +76,7 @@ benchmark-trees: install ## Print the compiled trees' rows/s against LightGBM's 
 	$(PYTHON) benchmarks/trees.py
 
 deploy-validate: install ## Check compose file, Kubernetes overlays and Dockerfiles (no engine needed)
-	$(PYTHON) -m pytest -q tests/deploy tests/serving/test_dockerfile.py
+	$(PYTHON) -m pytest -q tests/deploy
 
 clean: ## Remove the local data folder (prepared data, MLflow store) and caches
 	rm -rf data .pytest_cache .mypy_cache .ruff_cache
@@ -86,15 +86,15 @@ images: install ## Build the service and Airflow images (Docker or podman; stand
 	$(VENV)/bin/healthpredict images build
 
 test-containers: install ## Run the images for real: the service container, the Kind overlay under kube play, the compose stack, delivery push
-	$(PYTHON) -m pytest -m containers -o addopts="-ra --strict-markers" tests/containers
+	$(PYTHON) -m pytest -m containers -o addopts="-ra --strict-markers" tests
 
 .PHONY: benchmark-containers
 benchmark-containers: install ## Print the service image's build times, size, start to ready, and latency through the container
 	$(PYTHON) benchmarks/containers.py
 
 .PHONY: test-dags
-test-dags: install ## DAG integrity and dag.test() runs of the training and delivery DAGs
-	$(PYTHON) -m pytest tests/orchestration
+test-dags: install ## DAG integrity and dag.test() runs of the training, monitoring and delivery DAGs
+	$(PYTHON) -m pytest tests/orchestration -m "not integration"
 
 include infra/Makefile.mk
 include benchmarks/nannyml/Makefile.mk

@@ -32,7 +32,7 @@ from healthpredict.serving.examples import EXAMPLE_ENCOUNTER
 from healthpredict.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' server helpers
-from tests.integration.real_services import MlflowServer
+from tests.support.real_services import MlflowServer
 
 REQUESTS = 300
 API_KEY = "benchmark-key-0123456789"

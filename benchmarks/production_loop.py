@@ -43,7 +43,7 @@ from healthpredict.pipelines.train_and_register import train_and_register
 from healthpredict.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' PostgreSQL helper
-from tests.serving.postgres import throwaway_postgres
+from tests.support.postgres import throwaway_postgres
 
 WINDOW_ROWS = 10_000
 OUTCOME_ROWS = 50_000

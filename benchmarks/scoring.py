@@ -104,7 +104,7 @@ def parts(settings: Settings, source: Path, rows: int) -> dict[str, float]:
 def on_ray(settings: Settings, frame: pd.DataFrame, folder: Path) -> float:
     """Seconds of the job on a two-node local cluster (model loads and actor starts included)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.integration.ray_cluster import LocalRayCluster
+    from tests.support.ray_cluster import LocalRayCluster
 
     from healthpredict.pipelines.score_on_ray import score_on_ray
 

@@ -1,4 +1,9 @@
-"""Shared fixtures: settings isolated in a temporary folder, synthetic extracts, the real one."""
+"""Shared fixtures: settings isolated in a temporary folder, synthetic extracts, the real one.
+
+Folders mirror the code (tests/data tests healthpredict.data, ...); the tiers are markers that
+each module sets (``real_data``, ``integration``, ``infra``, ``containers``), not folders.
+Fixtures used by more than one folder live in tests/support and are registered here.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,14 @@ from s3fs import S3FileSystem
 from healthpredict.settings import Settings, get_settings
 from tests.synthetic import make_raw_frame, write_csv
 
+pytest_plugins = [
+    "tests.support.champion",
+    "tests.support.containers",
+    "tests.support.dag_runs",
+    "tests.support.ray_cluster_fixture",
+    "tests.support.real_extract",
+]
+
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
@@ -24,7 +37,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
         if name.startswith("HEALTHPREDICT_") and name != "HEALTHPREDICT_DATA_SOURCE":
             monkeypatch.delenv(name)
     # Compiling each model's trees costs seconds a version; the tests of the compiled path
-    # (tests/serving/test_fastpath_trees.py, test_score_job.py) ask for it.
+    # (tests/serving/test_fastpath_trees.py, tests/pipelines/test_score_job.py) ask for it.
     monkeypatch.setenv("HEALTHPREDICT_TREE_COMPILER", "lightgbm")
     get_settings.cache_clear()
     yield

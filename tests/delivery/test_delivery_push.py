@@ -25,9 +25,9 @@ import pytest
 
 from healthpredict.delivery import engine, images
 from healthpredict.loop.service import free_port
-from tests.containers.conftest import MODEL, Registry, engine_or_skip, run_engine
-from tests.containers.local_registry import LocalRegistry, registry_binary_or_skip
-from tests.orchestration.airflow_env import RunResult, environment, run_dag
+from tests.delivery.local_registry import LocalRegistry, registry_binary_or_skip
+from tests.support.airflow_env import RunResult, environment, run_dag
+from tests.support.containers import MODEL, Registry, engine_or_skip, run_engine
 
 # Airflow's task timeouts use SIGALRM, which would silence pytest-timeout's signal method.
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(1500, method="thread")]
@@ -76,7 +76,7 @@ def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRe
 
 @pytest.fixture(scope="module")
 def dagbag() -> Any:
-    from tests.orchestration.airflow_env import dag_bag
+    from tests.support.airflow_env import dag_bag
 
     return dag_bag()
 

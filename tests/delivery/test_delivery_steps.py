@@ -28,7 +28,7 @@ from healthpredict.delivery.release import Release, ReleaseError, check_tag, pla
 from healthpredict.delivery.rollout import build_command, rollout_patch
 from healthpredict.delivery.smoke import SmokeTestError, check_endpoint
 from healthpredict.settings import Settings
-from tests.orchestration.conftest import API_KEY, free_port
+from tests.support.dag_runs import API_KEY, free_port
 
 GOOD_TAGS = ["0a1b2c3", "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567", "v1.2.3", "1.0.0-rc.1"]
 BAD_TAGS = [

@@ -2,7 +2,7 @@
 the DAGs need, and the paths the compose file mounts.
 
 hadolint, pinning and the non-root user are checked for every Dockerfile in
-tests/serving/test_dockerfile.py.
+tests/deploy/test_dockerfile.py.
 """
 
 from __future__ import annotations

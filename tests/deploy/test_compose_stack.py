@@ -25,8 +25,8 @@ import yaml
 from healthpredict.delivery import stack
 from healthpredict.loop.service import free_port
 from healthpredict.serving.examples import EXAMPLE_ENCOUNTER
-from tests.containers.conftest import engine_or_skip
-from tests.orchestration.conftest import QUICK_TRAINING
+from tests.support.containers import engine_or_skip
+from tests.support.dag_runs import QUICK_TRAINING
 from tests.synthetic import make_raw_frame, write_csv
 
 # Building every image and starting eleven services takes minutes on two cores.
@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800)]
 TRAINING_DAG = "healthpredict_training"
 MODEL = "health-predict-readmission"
 PORTS = ("SERVICE_HOST_PORT", "MLFLOW_HOST_PORT", "AIRFLOW_HOST_PORT", "MINIO_CONSOLE_HOST_PORT")
-# The extract the override below mounts, and tests/orchestration's small budgets.
+# The extract the override below mounts, and the small budgets of tests/support/dag_runs.py.
 TRAINING = {
     "HEALTHPREDICT_DATA_SOURCE": "/opt/airflow/source/diabetic_data.csv",
     **QUICK_TRAINING,

@@ -30,13 +30,13 @@ import yaml
 from healthpredict.delivery import engine
 from healthpredict.loop.service import free_port
 from healthpredict.serving.examples import EXAMPLE_ENCOUNTER
-from tests.containers.conftest import (
+from tests.deploy.support import ROOT
+from tests.support.containers import (
     Registry,
     engine_name,
     kustomize_or_skip,
     run_engine,
 )
-from tests.deploy.support import ROOT
 
 pytestmark = pytest.mark.containers
 OVERLAY = ROOT / "deploy" / "k8s" / "overlays" / "kind"

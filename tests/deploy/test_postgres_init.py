@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from tests.deploy.conftest import COMPOSE_DIR
-from tests.serving.postgres import BIN_DIRS, throwaway_postgres
+from tests.support.postgres import BIN_DIRS, throwaway_postgres
 
 pytestmark = pytest.mark.integration
 

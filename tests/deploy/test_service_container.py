@@ -16,7 +16,7 @@ import requests
 from healthpredict.delivery import engine
 from healthpredict.loop.service import free_port
 from healthpredict.serving.examples import EXAMPLE_ENCOUNTER
-from tests.containers.conftest import MODEL, Registry, run_engine, volume_path
+from tests.support.containers import MODEL, Registry, run_engine, volume_path
 
 pytestmark = pytest.mark.containers
 API_KEY = "container-test-key-0123456789"

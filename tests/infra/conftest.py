@@ -1,4 +1,4 @@
-"""Fixtures for the infrastructure tests; every test here is marked ``infra``.
+"""Fixtures for the infrastructure tests; every test module here is marked ``infra`` (pytestmark).
 
 Select them with ``pytest -m infra`` or skip them with ``-m "not infra"``.
 All of them are offline: CDK synthesizes locally and the deployment tests
@@ -18,16 +18,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from infra_support import ADMIN_CIDR, FULL_CONTEXT, Synthesized, synthesize  # noqa: E402
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "infra: AWS CDK infrastructure tests (tests/infra)")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if HERE in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(pytest.mark.infra)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ import pytest
 from infra_support import ADMIN_CIDR, INFRA_DIR, fresh_moto
 
 pytestmark = [
+    pytest.mark.infra,
     pytest.mark.skipif(
         os.environ.get("HEALTHPREDICT_INFRA_TEST_CDK_CLI") != "1" or not shutil.which("npx"),
         reason="set HEALTHPREDICT_INFRA_TEST_CDK_CLI=1 (needs npx and the npm registry)",

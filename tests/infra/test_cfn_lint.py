@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from cfnlint.api import lint
 from infra_support import Synthesized
+
+pytestmark = pytest.mark.infra
 
 
 def test_template_passes_cfn_lint(any_stack: Synthesized) -> None:

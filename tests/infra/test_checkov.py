@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 import pytest
 from infra_support import INFRA_DIR, Synthesized
 
+pytestmark = pytest.mark.infra
+
 # `make infra-test` passes the Makefile's path; this is the same default.
 CHECKOV_ENV = "HEALTHPREDICT_CHECKOV"
 DEFAULT_CHECKOV = INFRA_DIR.parent / ".venv" / "tools" / "checkov" / "bin" / "checkov"

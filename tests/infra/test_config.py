@@ -11,6 +11,8 @@ import pytest
 from healthpredict_infra.config import ConfigError, InfraConfig, Settings
 from infra_support import ADMIN_CIDR, INFRA_DIR
 
+pytestmark = pytest.mark.infra
+
 
 def load(context: dict[str, Any], environ: dict[str, str] | None = None) -> InfraConfig:
     return InfraConfig.from_settings(Settings(context.get, environ or {}))

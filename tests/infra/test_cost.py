@@ -13,6 +13,8 @@ from healthpredict_infra.cost import (
     render,
 )
 
+pytestmark = pytest.mark.infra
+
 
 @pytest.fixture(scope="module")
 def prices() -> dict:

@@ -24,7 +24,10 @@ from healthpredict_infra.teardown import Clients, teardown
 from infra_support import ADMIN_CIDR, REGION, Synthesized, deploy_stack
 from moto.cloudformation.parsing import get_model_map
 
-pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse .* not supported by moto")
+pytestmark = [
+    pytest.mark.infra,
+    pytest.mark.filterwarnings("ignore:Tried to parse .* not supported by moto"),
+]
 
 NOT_EMULATED = {
     "AWS::S3::BucketPolicy",

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from aws_cdk.assertions import Match
 from infra_support import ADMIN_CIDR, FULL_CONTEXT, Synthesized
+
+pytestmark = pytest.mark.infra
 
 WORLD = {"0.0.0.0/0", "::/0"}
 

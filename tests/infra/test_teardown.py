@@ -6,7 +6,10 @@ import pytest
 from healthpredict_infra.teardown import Clients, main, teardown
 from infra_support import Synthesized, deploy_stack, fresh_moto
 
-pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse .* not supported by moto")
+pytestmark = [
+    pytest.mark.infra,
+    pytest.mark.filterwarnings("ignore:Tried to parse .* not supported by moto"),
+]
 
 
 def test_retained_storage_found_by_tag_after_plain_stack_delete(

@@ -8,6 +8,8 @@ import subprocess
 import pytest
 from healthpredict_infra.user_data import render_user_data
 
+pytestmark = pytest.mark.infra
+
 VALUES = {
     "STACK_NAME": "HealthPredict",
     "REGION": "us-east-1",

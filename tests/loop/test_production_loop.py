@@ -38,9 +38,9 @@ from healthpredict.pipelines.prepare_data import prepare_data
 from healthpredict.pipelines.train_and_register import train_and_register
 from healthpredict.serving.examples import EXAMPLE_ENCOUNTER
 from healthpredict.settings import Settings
-from tests.integration import real_services as services
-from tests.integration.real_services import RealServices
-from tests.orchestration.airflow_env import environment
+from tests.support import real_services as services
+from tests.support.airflow_env import environment
+from tests.support.real_services import RealServices
 from tests.synthetic import make_raw_frame, write_csv
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from healthpredict.pipelines.prepare_data import prepare_data
 from healthpredict.pipelines.tune_and_register import search
 from healthpredict.settings import Settings
 from tests.conftest import make_settings
-from tests.integration.ray_cluster import LocalRayCluster, RayClusterError
+from tests.support.ray_cluster import LocalRayCluster, RayClusterError
 from tests.synthetic import make_raw_frame, write_csv
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.orchestration.airflow_env import DAGS_FOLDER
+from tests.support.airflow_env import DAGS_FOLDER
 
 DAG_FILES = sorted(DAGS_FOLDER.glob("*.py"))
 # Tasks that must not retry, and why (each reason is also a comment in the DAG file).

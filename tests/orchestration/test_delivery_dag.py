@@ -4,7 +4,7 @@ In a dry run the docker/kubectl/aws commands are recorded in the journal, while 
 calls a real prediction service on loopback and the promotion moves the real alias. The last
 tests run the commands for real, through stand-in docker/aws/kubectl executables: a cluster dry
 run (docker and aws run, kubectl is only journaled), a push whose digest the registry does not
-hold, and a rollout that never becomes ready. tests/containers/test_delivery_push.py runs the
+hold, and a rollout that never becomes ready. tests/delivery/test_delivery_push.py runs the
 build and push with podman and a real registry.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from healthpredict.delivery.commands import read_journal
-from tests.orchestration.airflow_env import environment, run_dag
-from tests.orchestration.conftest import API_KEY, Trained
+from tests.support.airflow_env import environment, run_dag
+from tests.support.dag_runs import API_KEY, Trained
 
 # Airflow's task timeouts use SIGALRM, which would silence pytest-timeout's signal method.
 pytestmark = pytest.mark.timeout(600, method="thread")

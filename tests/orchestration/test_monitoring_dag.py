@@ -18,8 +18,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tests.orchestration.airflow_env import RunResult, environment, run_dag
-from tests.orchestration.conftest import MODEL, training_env
+from tests.support.airflow_env import RunResult, environment, run_dag
+from tests.support.dag_runs import MODEL, training_env
 
 # Airflow's task timeouts use SIGALRM, which would silence pytest-timeout's signal method.
 pytestmark = pytest.mark.timeout(600, method="thread")

@@ -22,10 +22,10 @@ import pytest
 import requests
 from sqlalchemy import create_engine, inspect, text
 
-from tests.integration import real_services as services
-from tests.integration.real_services import RealServices, s3_client, stop_process_group, wait_http
-from tests.orchestration.airflow_env import dag_bag, environment, run_dag
-from tests.serving.postgres import _free_port
+from tests.support import real_services as services
+from tests.support.airflow_env import dag_bag, environment, run_dag
+from tests.support.postgres import _free_port
+from tests.support.real_services import RealServices, s3_client, stop_process_group, wait_http
 from tests.synthetic import make_raw_frame, write_csv
 
 pytestmark = pytest.mark.integration

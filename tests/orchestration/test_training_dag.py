@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.orchestration.airflow_env import environment
-from tests.orchestration.conftest import MODEL, Trained
+from tests.support.airflow_env import environment
+from tests.support.dag_runs import MODEL, Trained
 
 # Airflow's task timeouts use SIGALRM, which would silence pytest-timeout's signal method.
 pytestmark = pytest.mark.timeout(600, method="thread")

@@ -22,7 +22,7 @@ from healthpredict.data.validate import ContractError, validate_raw
 from healthpredict.features import NUMERIC_FEATURES
 from healthpredict.pipelines import score as score_module
 from healthpredict.pipelines.score import ScoringError, load_model, score_file
-from tests.serving.conftest import Champion
+from tests.support.champion import Champion
 from tests.synthetic import make_raw_frame
 
 CLI = str(Path(sys.executable).parent / "healthpredict")

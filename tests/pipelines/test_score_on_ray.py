@@ -14,8 +14,8 @@ from healthpredict.data.validate import validate_raw
 from healthpredict.pipelines import score_on_ray as score_on_ray_module
 from healthpredict.pipelines.score import score_file
 from healthpredict.pipelines.score_on_ray import score_on_ray
-from tests.integration.ray_cluster import LocalRayCluster
-from tests.serving.conftest import Champion, make_champion
+from tests.support.champion import Champion, make_champion
+from tests.support.ray_cluster import LocalRayCluster
 from tests.synthetic import make_raw_frame
 
 pytestmark = pytest.mark.integration

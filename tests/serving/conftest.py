@@ -1,51 +1,22 @@
-"""Fixtures for the service tests: a real registered champion (synthetic data), served apps."""
+"""Fixtures for the service tests: apps serving the real registered champion of
+:mod:`tests.support.champion` (synthetic data)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from healthpredict.pipelines.prepare_data import prepare_data
-from healthpredict.pipelines.train_and_register import train_and_register
 from healthpredict.serving.app import create_app
 from healthpredict.settings import Settings
-from tests.conftest import make_settings
-from tests.synthetic import make_raw_frame, write_csv
+from tests.support.champion import Champion
 
 API_KEY = "test-api-key-0123456789"
 ADMIN_KEY = "test-admin-key-9876543210"
-
-
-@dataclass(frozen=True)
-class Champion:
-    """A registry holding a trained champion, and the settings that point at it."""
-
-    settings: Settings
-    version: str
-    folder: Path
-
-
-def make_champion(folder: Path, rows: int = 2500, seed: int = 11) -> Champion:
-    """Prepare a synthetic extract, train and register: the first model becomes champion."""
-    source = folder / "diabetic_data.csv"
-    write_csv(make_raw_frame(rows, seed=seed), str(source))
-    settings = make_settings(folder, source)
-    prepare_data(settings)
-    summary = train_and_register(settings)
-    assert summary.registered.alias == "champion"
-    return Champion(settings, summary.registered.version, folder)
-
-
-@pytest.fixture(scope="session")
-def champion(tmp_path_factory: pytest.TempPathFactory) -> Champion:
-    """One champion shared by the tests that do not move the alias."""
-    return make_champion(tmp_path_factory.mktemp("champion"))
 
 
 def service_settings(base: Settings, tmp_path: Path, **overrides: object) -> Settings:

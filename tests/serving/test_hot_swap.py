@@ -31,10 +31,10 @@ from tests.serving.conftest import (
     ADMIN_KEY,
     API_KEY,
     Champion,
-    make_champion,
     service_settings,
     wait_ready,
 )
+from tests.support.champion import make_champion
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from healthpredict.monitoring.store import (
 )
 from healthpredict.monitoring.tables import create_schema, predictions, rejected_records
 from healthpredict.serving.examples import contract_records
-from tests.serving.postgres import throwaway_postgres
+from tests.support.postgres import throwaway_postgres
 
 
 def _logged(request_id: str, n: int) -> LoggedRequest:

@@ -23,7 +23,7 @@ from healthpredict.serving.app import create_app
 from healthpredict.serving.examples import EXAMPLE_ENCOUNTER, contract_records
 from healthpredict.settings import Settings
 from tests.serving.conftest import API_KEY, Champion, service_settings, wait_ready
-from tests.serving.postgres import throwaway_postgres
+from tests.support.postgres import throwaway_postgres
 
 pytestmark = pytest.mark.integration
 PATIENT, ENCOUNTER = 987654321, 123456789

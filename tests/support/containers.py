@@ -1,4 +1,5 @@
-"""Fixtures of the container tests: the service image built for real, a registry to load from.
+"""Fixtures of the container tests (tests/deploy, tests/delivery; marker ``containers``): the
+service image built for real, a registry to load from.
 
 The image is built with the machine's engine (``healthpredict.delivery.images``: podman here,
 on a stand-in base built from Debian's packages, since no registry can be pulled from). The
@@ -20,11 +21,10 @@ from pathlib import Path
 import pytest
 
 from healthpredict.delivery import engine, images
-from tests.integration.real_services import MlflowServer
-from tests.orchestration.airflow_env import environment
+from tests.support.airflow_env import environment
+from tests.support.real_services import MlflowServer
 from tests.synthetic import make_raw_frame, write_csv
 
-pytestmark = pytest.mark.containers
 HOST_FROM_CONTAINER = "host.containers.internal"
 MODEL = "container-model"
 

@@ -1,4 +1,5 @@
-"""Fixtures of the DAG tests: one Airflow home, one trained registry, one live service.
+"""Fixtures of the DAG tests and the delivery tests: one Airflow home, one trained registry,
+one live service.
 
 The training DAG runs once per session (:func:`trained`) on a synthetic extract, on top of a
 deliberately weak champion, so its challenger passes the gate and a delivery is requested.
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.orchestration.airflow_env import RunResult, dag_bag, environment, run_dag
+from tests.support.airflow_env import RunResult, dag_bag, environment, run_dag
 from tests.synthetic import make_raw_frame, write_csv
 
 API_KEY = "orchestration-test-key-0123456789"

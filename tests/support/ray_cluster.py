@@ -20,7 +20,7 @@ and finds the token where Ray looks for it (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN
 Example::
 
     import ray
-    from tests.integration.ray_cluster import LocalRayCluster
+    from tests.support.ray_cluster import LocalRayCluster
 
     with LocalRayCluster(num_cpus=1, workers=1) as cluster, cluster.driver():
         ray.init(address=cluster.address)  # or connect_ray(cluster.address)

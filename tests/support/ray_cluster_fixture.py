@@ -1,4 +1,5 @@
-"""Fixtures of the integration tests: a real two-node Ray cluster (:mod:`.ray_cluster`)."""
+"""The ``ray_cluster`` fixture: a real two-node Ray cluster (:mod:`.ray_cluster`), for the
+search (tests/modeling) and the batch job (tests/pipelines) on Ray."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.ray_cluster import LocalRayCluster
+from tests.support.ray_cluster import LocalRayCluster
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,8 @@
-"""The real extract, prepared once per test session into a temporary folder."""
+"""The real extract, prepared once per test session into a temporary folder.
+
+For the tests marked ``real_data``: the data tests (tests/data) and the model behaviour tests
+(tests/modeling).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ def real_settings(real_source: str, tmp_path_factory: pytest.TempPathFactory) ->
     """Settings over the real extract, a quicker bootstrap, and the offline 70 % window.
 
     The offline quality checks (and the README's figures) train on the oldest 70 %; the
-    simulation's default 30 % window is exercised by test_main_job.py.
+    simulation's default 30 % window is exercised by tests/pipelines/test_main_job.py.
     """
     return Settings(
         data_source=real_source,

@@ -6,7 +6,7 @@ backend store in PostgreSQL, its artifacts proxied to the S3 bucket. One set per
 (:func:`real_services`); everything started is stopped at the end, also when a test fails,
 and the MLflow server can be stopped and started again to test a registry that goes away.
 
-Use it from a test module with ``from tests.integration.real_services import real_services``.
+Use it from a test module with ``from tests.support.real_services import real_services``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from healthpredict import processes
-from tests.serving.postgres import _free_port, throwaway_postgres
+from tests.support.postgres import _free_port, throwaway_postgres
 
 BUCKET = "healthpredict-artifacts"
 DUMMY_AWS = {
