@@ -17,7 +17,7 @@ def real_settings(real_source: str, tmp_path_factory: pytest.TempPathFactory) ->
     """Settings over the real extract, a quicker bootstrap, and the offline 70 % window.
 
     The offline quality checks (and the README's figures) train on the oldest 70 %; the
-    simulation's default 30 % window is exercised by tests/pipelines/test_main_job.py.
+    simulation's default 30 % window is exercised by tests/test_demo.py.
     """
     return Settings(
         data_source=real_source,
