@@ -24,9 +24,8 @@ from pydantic import SecretStr
 
 from healthpredict.loop.context import LoopError
 from healthpredict.processes import log_tail, stop_process_group, wait_until_ok
-from healthpredict.settings import Settings
+from healthpredict.settings import ENV_PREFIX, Settings
 
-ENV_PREFIX = "HEALTHPREDICT_"
 START_TIMEOUT_SECONDS = 180.0
 STOP_GRACE_SECONDS = 20.0
 
@@ -96,7 +95,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     """``settings`` as the ``HEALTHPREDICT_*`` variables that rebuild them in a child process
     (the keys and the pinned version excepted: the child gets its own)."""
     env = {}
-    for name, value in settings.model_dump().items():
+    fields = settings.flat_fields()
+    for name, value in settings.flat().items():
         if value is None or name in ("api_key", "admin_key", "model_version"):
             continue
         if isinstance(value, SecretStr):
@@ -107,7 +107,7 @@ def settings_environment(settings: Settings) -> dict[str, str]:
             value = value.isoformat()
         elif isinstance(value, Path):
             value = value.resolve()
-        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        env[fields[name].env] = str(value)
     return env
 
 

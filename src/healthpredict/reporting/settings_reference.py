@@ -1,8 +1,9 @@
-"""The configuration reference, generated from the Settings class (the README embeds it)."""
+"""The configuration reference, generated from the Settings sections (the README embeds it)."""
 
 from __future__ import annotations
 
 from pydantic import SecretStr
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from healthpredict.settings import Settings
@@ -11,9 +12,8 @@ BEGIN_MARKER = "<!-- settings-reference:begin -->"
 END_MARKER = "<!-- settings-reference:end -->"
 
 
-def _default_text(name: str) -> str:
-    field = Settings.model_fields[name]
-    default = field.default
+def _default_text(info: FieldInfo) -> str:
+    default = info.default
     if default is PydanticUndefined or default is None:
         return "(unset)"
     if isinstance(default, SecretStr):
@@ -22,12 +22,15 @@ def _default_text(name: str) -> str:
 
 
 def settings_reference() -> str:
-    """A Markdown table: environment variable, default, meaning, for every setting."""
-    prefix = Settings.model_config.get("env_prefix", "")
-    rows = ["| environment variable | default | meaning |", "| --- | --- | --- |"]
-    for name, field in Settings.model_fields.items():
-        meaning = (field.description or "").replace("|", "\\|")
-        rows.append(f"| `{prefix}{name.upper()}` | {_default_text(name)} | {meaning} |")
+    """A Markdown table: environment variable, section, default, meaning, for every setting."""
+    rows = [
+        "| environment variable | section | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for field in Settings.flat_fields().values():
+        meaning = (field.info.description or "").replace("|", "\\|")
+        default = _default_text(field.info)
+        rows.append(f"| `{field.env}` | {field.section} | {default} | {meaning} |")
     return "\n".join(rows)
 
 
