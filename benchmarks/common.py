@@ -12,5 +12,5 @@ from healthpredict.settings import Settings
 def prepared_windows(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Prepare the extract (HEALTHPREDICT_DATA_SOURCE) and return (training window, test window)."""
     prepared = prepare_data(settings)
-    train = load_window(settings.prepared_dir, prepared.manifest, INITIAL_WINDOW)
-    return train, load_test_window(settings.prepared_dir, prepared.manifest)
+    train = load_window(settings.data.prepared_dir, prepared.manifest, INITIAL_WINDOW)
+    return train, load_test_window(settings.data.prepared_dir, prepared.manifest)

@@ -119,7 +119,7 @@ def serving(folder: Path) -> None:
     server = MlflowServer.for_containers(folder)
     server.start()
     try:
-        settings = Settings(
+        settings = Settings.from_flat(
             data_dir=folder / "data",
             mlflow_tracking_uri=server.url,
             mlflow_artifact_location="mlflow-artifacts:/bench",
@@ -157,7 +157,7 @@ def serving(folder: Path) -> None:
         in_container = latencies(url, API_KEY)
         engine("rm", "-f", "--volumes", name)
         with service_process(
-            settings.model_copy(update={"api_key": None}), "bench", folder / "service.log"
+            settings.with_flat(api_key=None), "bench", folder / "service.log"
         ) as process:
             on_host = latencies(process.url, process.api_key)
     finally:

@@ -765,8 +765,8 @@ def parse_options() -> Options:
 def halves(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Prepare the extract; the initial window split into (reference half, pool half)."""
     prepared = prepare_data(settings)
-    window = load_window(settings.prepared_dir, prepared.manifest, INITIAL_WINDOW)
-    return split_patients(window, settings.seed)
+    window = load_window(settings.data.prepared_dir, prepared.manifest, INITIAL_WINDOW)
+    return split_patients(window, settings.training.seed)
 
 
 def main() -> None:
@@ -774,9 +774,9 @@ def main() -> None:
     options = parse_options()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
-        settings = Settings(data_dir=Path(folder), id_salt=SecretStr(SALT))
+        settings = Settings.from_flat(data_dir=Path(folder), id_salt=SecretStr(SALT))
         reference_half, pool_half = halves(settings)
-    seeds = np.random.SeedSequence(settings.seed).spawn(4)
+    seeds = np.random.SeedSequence(settings.training.seed).spawn(4)
     reference = PatientSampler(reference_half, np.random.default_rng(seeds[0])).draw()
     pool = PatientSampler(pool_half, np.random.default_rng(seeds[1]))
     rows = options.batch_rows

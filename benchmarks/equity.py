@@ -162,7 +162,7 @@ def main() -> None:
     one_group = load_scenarios(ONE_GROUP)
     onset = one_group.scenarios[0].start
     with tempfile.TemporaryDirectory() as folder:
-        settings = Settings(data_dir=Path(folder))
+        settings = Settings.from_flat(data_dir=Path(folder))
         prepare_data(settings)
         engine = make_engine(settings.monitoring_url)
         tables.create_schema(engine)

@@ -137,7 +137,7 @@ def main() -> None:
     """Prepare the extract into a temporary folder, replay, print the three parts."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
-        settings = Settings(data_dir=Path(folder))
+        settings = Settings.from_flat(data_dir=Path(folder))
         prepare_data(settings)
         engine = make_engine(settings.monitoring_url)
         tables.create_schema(engine)

@@ -168,7 +168,7 @@ def batch_scoring(data_dir: Path, rows: int) -> list[str]:
     from healthpredict.serving.model_store import ModelStore
     from healthpredict.settings import Settings
 
-    store = ModelStore(Settings(data_dir=data_dir))
+    store = ModelStore(Settings.from_flat(data_dir=data_dir))
     started = time.perf_counter()
     outcome = store.refresh()
     print(

@@ -51,21 +51,25 @@ def main() -> None:
         # The offline figure keeps its 70 % training window (the README's), whatever the
         # simulation's default; HEALTHPREDICT_INITIAL_WINDOW_FRACTION still overrides it.
         window = {} if WINDOW_ENV in os.environ else {"initial_window_fraction": 0.7}
-        settings = Settings(data_dir=Path(folder), **window)  # type: ignore[arg-type]
+        settings = Settings.from_flat(data_dir=Path(folder), **window)
         train, test = prepared_windows(settings)
     started = time.perf_counter()
-    pipeline = fit_model(ModelKind.LIGHTGBM, train, cv_folds=settings.cv_folds, seed=settings.seed)
+    pipeline = fit_model(
+        ModelKind.LIGHTGBM, train, cv_folds=settings.training.cv_folds, seed=settings.training.seed
+    )
     pipeline_seconds = time.perf_counter() - started
-    logistic = fit_model(ModelKind.LOGISTIC, train, cv_folds=settings.cv_folds, seed=settings.seed)
+    logistic = fit_model(
+        ModelKind.LOGISTIC, train, cv_folds=settings.training.cv_folds, seed=settings.training.seed
+    )
     reports = {
         "LightGBM pipeline": evaluate_scores(
-            pipeline.pipeline.predict_proba(features_of(test))[:, 1], test, settings
+            pipeline.pipeline.predict_proba(features_of(test))[:, 1], test, settings.training
         ),
         "plain LightGBM, raw": evaluate_scores(
-            plain_lightgbm_scores(train, test, settings.seed), test, settings
+            plain_lightgbm_scores(train, test, settings.training.seed), test, settings.training
         ),
         "logistic baseline": evaluate_scores(
-            logistic.pipeline.predict_proba(features_of(test))[:, 1], test, settings
+            logistic.pipeline.predict_proba(features_of(test))[:, 1], test, settings.training
         ),
     }
     print(
@@ -73,14 +77,15 @@ def main() -> None:
         f"encounters, {test[PATIENT_KEY].nunique():,} patients, "
         f"readmitted<30 {test[TARGET].mean():.2%}"
     )
+    training = settings.training
     print(
-        f"{settings.confidence_level:.0%} patient-grouped bootstrap intervals, "
-        f"{settings.bootstrap_rounds} rounds; top risk = highest {settings.top_risk_fraction:.0%}"
+        f"{training.confidence_level:.0%} patient-grouped bootstrap intervals, "
+        f"{training.bootstrap_rounds} rounds; top risk = highest {training.top_risk_fraction:.0%}"
     )
     print(format_metrics_table(reports))
     print(
         f"\nFull pipeline training time on {usable_cpus()} CPU(s): {pipeline_seconds:.1f} s "
-        f"(preprocessing, {settings.cv_folds} out-of-fold boosters for calibration, "
+        f"(preprocessing, {settings.training.cv_folds} out-of-fold boosters for calibration, "
         f"final booster); "
         f"logistic baseline {logistic.fit_seconds:.1f} s"
     )

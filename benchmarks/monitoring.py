@@ -57,7 +57,9 @@ def run_plan(
 ) -> RunHistory:
     """Replay ``stream`` in process from the champion ``seed``; return its history."""
     slot = FolderSlot(
-        settings.simulation_dir / run / "models", settings.model_name, settings.compiled_trees_dir
+        settings.data.simulation_dir / run / "models",
+        settings.tracking.model_name,
+        settings.compiled_trees_dir,
     )
     slot.seed(seed)
     plan = ReplayPlan(run, policy[0], policy[1], scenarios, stream, slot, through_service=False)
@@ -172,7 +174,7 @@ def monitor_speed(engine: Engine) -> None:
 def main() -> None:
     """Prepare the extract into a temporary folder and run the three parts."""
     with tempfile.TemporaryDirectory() as folder:
-        settings = Settings(data_dir=Path(folder))
+        settings = Settings.from_flat(data_dir=Path(folder))
         prepare_data(settings)
         engine = make_engine(settings.monitoring_url)
         tables.create_schema(engine)

@@ -53,7 +53,7 @@ REPEATS = 5
 def story(settings: Settings) -> None:
     """Part 1: the default replay through the real service."""
     print("\n== 1. The default story through the real service (SQLite store)")
-    result = replay(settings, build_plan(settings, settings.policy), progress=print)
+    result = replay(settings, build_plan(settings, settings.monitoring.policy), progress=print)
     history = result.history
     print(
         f"{len(history.batches)} windows, {result.records:,} records in {result.requests:,} "
@@ -141,14 +141,14 @@ def main() -> None:
     """Prepare the extract and train a champion in a temporary folder, then the three parts."""
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        settings = Settings(data_dir=folder / "data")
+        settings = Settings.from_flat(data_dir=folder / "data")
         started = time.perf_counter()
         prepare_data(settings)
         train_and_register(settings)
         print(f"prepared and trained the champion in {time.perf_counter() - started:.0f} s")
         story(settings)
         with throwaway_postgres() as url:
-            on_postgres = Settings(**{**settings.model_dump(), "monitoring_db_url": url})
+            on_postgres = settings.with_flat(monitoring_db_url=url)
             window_from_postgres(on_postgres)
             ingestion(on_postgres, folder)
 

@@ -55,7 +55,7 @@ def median_seconds(action: Callable[[], object], repeats: int = REPEATS) -> floa
 
 def encounters(settings: Settings, rows: int) -> pd.DataFrame:
     """The first ``rows`` valid encounters of the extract, typed, in the contract's names."""
-    valid = validate_raw(open_raw(settings.data_source).frame, with_label=False).valid
+    valid = validate_raw(open_raw(settings.data.data_source).frame, with_label=False).valid
     return valid.head(rows).reset_index(drop=True)
 
 
@@ -127,7 +127,7 @@ def main() -> None:
     options = parser.parse_args()
     if not (options.data_dir / "mlflow.db").exists():
         sys.exit(f"no registry in {options.data_dir}: run `healthpredict demo` first")
-    settings = Settings(data_dir=options.data_dir)
+    settings = Settings.from_flat(data_dir=options.data_dir)
     with tempfile.TemporaryDirectory(prefix="hp-scoring-") as name:
         folder = Path(name)
         frame = encounters(settings, options.rows)

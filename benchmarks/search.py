@@ -32,10 +32,10 @@ def main() -> None:
     """Prepare, search, refit, compare, print."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     with tempfile.TemporaryDirectory() as folder:
-        settings = Settings(data_dir=Path(folder))
+        settings = Settings.from_flat(data_dir=Path(folder))
         train, test = prepared_windows(settings)
         started = time.perf_counter()
-        connect_ray(settings.ray_address)
+        connect_ray(settings.search.ray_address)
         ray_seconds = time.perf_counter() - started
         search = search_with_settings(train, load_search_space(), settings)
         ray.shutdown()
@@ -43,23 +43,26 @@ def main() -> None:
         ModelKind.LIGHTGBM,
         train,
         tuned_params(search.best.config),
-        settings.cv_folds,
-        settings.seed,
+        settings.training.cv_folds,
+        settings.training.seed,
     )
-    untuned = fit_model(ModelKind.LIGHTGBM, train, None, settings.cv_folds, settings.seed)
+    untuned = fit_model(
+        ModelKind.LIGHTGBM, train, None, settings.training.cv_folds, settings.training.seed
+    )
     records = features_of(test)
     comparison = compare(
         test[TARGET].to_numpy(),
         untuned.pipeline.predict_proba(records)[:, 1],
         tuned.pipeline.predict_proba(records)[:, 1],
         test[PATIENT_KEY],
-        GatePolicy(0.0, 0.0, 0.0, rounds=1000, seed=settings.seed),
+        GatePolicy(0.0, 0.0, 0.0, rounds=1000, seed=settings.training.seed),
     )
+    budget = settings.search
     print(
         f"Search: {len(search.trials)} trials run, {search.n_stopped_early} stopped early "
         f"(ASHA), wall time {search.wall_seconds:.0f} s (+ {ray_seconds:.0f} s Ray start), "
-        f"budget {settings.tune_trials} trials / {settings.tune_time_budget_seconds:.0f} s, "
-        f"concurrency {settings.tune_concurrency}"
+        f"budget {budget.tune_trials} trials / {budget.tune_time_budget_seconds:.0f} s, "
+        f"concurrency {budget.tune_concurrency}"
     )
     print(
         f"Best mean CV ROC-AUC ({search.n_folds} patient-grouped folds of the training window): "

@@ -40,9 +40,9 @@ def champion_boosters(data_dir: Path, rows: int) -> tuple[list[Any], np.ndarray,
     from healthpredict.serving.fastpath import compile_pipeline
     from healthpredict.settings import Settings
 
-    settings = Settings(data_dir=data_dir)
+    settings = Settings.from_flat(data_dir=data_dir)
     configure_tracking(settings)
-    pipeline = load_pipeline(f"models:/{settings.model_name}@champion")
+    pipeline = load_pipeline(f"models:/{settings.tracking.model_name}@champion")
     boosters = [m.estimator.booster_ for m in pipeline[-1].calibrated_classifiers_]
     matrix = compile_pipeline(pipeline).encode(contract_records(rows, seed=7))
     return boosters, matrix, f"champion of {data_dir / 'mlflow.db'}"

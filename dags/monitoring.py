@@ -51,8 +51,8 @@ PARAMS = {
         __doc__,
         "monitoring",
         # Parsing reads the settings, not the store: the schedule is the monitoring window.
-        schedule=timedelta(days=get_settings().monitor_window_days),
-        start_date=get_settings().monitor_origin,
+        schedule=timedelta(days=get_settings().monitoring.monitor_window_days),
+        start_date=get_settings().monitoring.monitor_origin,
         params=PARAMS,
     )
 )

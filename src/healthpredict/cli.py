@@ -74,9 +74,9 @@ def main(
 
 
 def _settings(**overrides: Any) -> Settings:
-    """Settings from the environment, with the command's explicit options on top."""
+    """Settings from the environment, with the command's explicit options (flat names) on top."""
     given = {key: value for key, value in overrides.items() if value is not None}
-    return Settings(**given) if given else get_settings()
+    return Settings.from_flat(**given) if given else get_settings()
 
 
 def _run(action: Callable[[], T]) -> T:
@@ -118,10 +118,10 @@ def data_validate(source: SourceOption = None) -> None:
     from healthpredict.data.validate import validate_raw
 
     settings = _run(lambda: _settings(data_source=source))
-    raw = _run(lambda: open_raw(settings.data_source, settings.data_sha256))
+    raw = _run(lambda: open_raw(settings.data.data_source, settings.data.data_sha256))
     report = _run(lambda: validate_raw(raw.frame)).report
     typer.echo(f"sha256 {raw.sha256}\n{report.summary()}")
-    _run(lambda: report.raise_if_exceeds(settings.max_invalid_fraction))
+    _run(lambda: report.raise_if_exceeds(settings.data.max_invalid_fraction))
 
 
 @data_app.command("prepare")
@@ -224,7 +224,7 @@ def simulate(
     plan = _run(
         lambda: build_plan(
             settings,
-            settings.policy,
+            settings.monitoring.policy,
             run_name,
             stream.value,
             what_if,
@@ -308,10 +308,10 @@ def score(
     from healthpredict.pipelines.score import score_file
 
     settings = _run(lambda: _settings(ray_address=ray_address))
-    if settings.ray_address:
+    if settings.search.ray_address:
         from healthpredict.pipelines.score_on_ray import score_on_ray
 
-        address = settings.ray_address
+        address = settings.search.ray_address
         typer.echo(
             _run(
                 lambda: score_on_ray(
@@ -354,7 +354,7 @@ def outcomes_load(
             report = _run(
                 lambda: outcomes.record(
                     engine,
-                    deployment or settings.deployment,
+                    deployment or settings.monitoring.deployment,
                     records,
                     load_or_create_salt(settings),
                     source,
@@ -389,7 +389,7 @@ def drift_acknowledge(
     try:
         with store_errors(settings.monitoring_url):
             create_schema(engine)
-            target = deployment or settings.deployment
+            target = deployment or settings.monitoring.deployment
             done, window = _run(
                 lambda: acknowledge(engine, target, field, by or getpass.getuser(), reason)
             )
@@ -499,8 +499,8 @@ def serve(
     # with replicas (Kubernetes), not uvicorn workers.
     uvicorn.run(
         service,
-        host=settings.serve_host,
-        port=settings.serve_port,
+        host=settings.serving.serve_host,
+        port=settings.serving.serve_port,
         access_log=access_log,
         log_config=None,
         server_header=False,
@@ -518,6 +518,6 @@ def show_config(
         typer.echo(settings_reference())
         return
     settings = _run(_settings)
-    for name, value in settings.model_dump().items():
+    for name, value in settings.flat().items():
         typer.echo(f"{name} = {value}")
     typer.echo(f"tracking_uri (effective) = {settings.tracking_uri}")

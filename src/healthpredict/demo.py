@@ -37,7 +37,7 @@ def run_main_job(settings: Settings, echo: Callable[[str], None]) -> None:
 
     echo("[1/5] preparing the data")
     echo(format_preparation_summary(prepare_data(settings)))
-    echo(f"[2/5] searching ({settings.tune_trials} trials at most), training, registering")
+    echo(f"[2/5] searching ({settings.search.tune_trials} trials at most), training, registering")
     echo(format_search_summary(tune_and_register(settings)))
     # Every run starts from a model that has not seen the stream: the champion, unless an
     # earlier story promoted one trained on it (then the newest one trained before it).
@@ -47,8 +47,8 @@ def run_main_job(settings: Settings, echo: Callable[[str], None]) -> None:
         echo(f"[3/5] what-if {number}/{len(WHAT_IF_POLICIES)} (in process): policy {policy!r}")
         plan = build_plan(settings, policy, what_if=True, initial_version=start)
         replay(settings, plan, progress=echo)
-    echo(f"[4/5] every batch through the service, policy {settings.policy!r}")
-    plan = build_plan(settings, settings.policy, initial_version=start)
+    echo(f"[4/5] every batch through the service, policy {settings.monitoring.policy!r}")
+    plan = build_plan(settings, settings.monitoring.policy, initial_version=start)
     result = replay(settings, plan, progress=echo)
     echo("[5/5] writing the dashboard")
     written = write_report(settings, result.history.name)

@@ -25,9 +25,9 @@ _KEY_HEX_CHARS = 20
 
 def load_or_create_salt(settings: Settings) -> bytes:
     """Return the id salt from settings, else from (or newly into) the local secrets folder."""
-    if settings.id_salt is not None:
-        return settings.id_salt.get_secret_value().encode()
-    path = settings.data_dir / "secrets" / "id_salt"
+    if settings.data.id_salt is not None:
+        return settings.data.id_salt.get_secret_value().encode()
+    path = settings.data.data_dir / "secrets" / "id_salt"
     if not path.exists():
         _write_private(path, secrets.token_hex(32))
     return path.read_text().strip().encode()

@@ -50,7 +50,7 @@ class CommandResult:
 
 def journal_path(settings: Settings) -> Path:
     """The journal file in force."""
-    return settings.delivery_journal_file or settings.data_dir / "delivery" / "journal.jsonl"
+    return settings.delivery.journal_file or settings.data.data_dir / "delivery" / "journal.jsonl"
 
 
 def tool(command: str) -> list[str]:
@@ -74,8 +74,8 @@ class CommandRunner:
     def from_settings(cls, settings: Settings, *, cluster: bool = False) -> CommandRunner:
         """The runner the settings describe; ``cluster`` for the kubectl steps, which a cluster
         dry run records while the image steps run."""
-        dry_run = settings.delivery_dry_run or (cluster and settings.delivery_cluster_dry_run)
-        return cls(journal_path(settings), dry_run, settings.delivery_command_timeout_seconds)
+        dry_run = settings.delivery.dry_run or (cluster and settings.delivery.cluster_dry_run)
+        return cls(journal_path(settings), dry_run, settings.delivery.command_timeout_seconds)
 
     def run(
         self,

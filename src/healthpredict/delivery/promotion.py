@@ -34,7 +34,9 @@ def promote_champion(release: dict[str, Any]) -> dict[str, Any]:
 
     with registry_errors(settings):
         configure_tracking(settings)
-        outcome = move_champion(MlflowClient(), settings.model_name, target.model_version, target)
+        outcome = move_champion(
+            MlflowClient(), settings.tracking.model_name, target.model_version, target
+        )
     runner.note("champion", **outcome)
     return outcome
 

@@ -51,9 +51,9 @@ class RegistryError(HealthPredictError):
 
 def registry_username(settings: Settings) -> str:
     """The user the registry login names."""
-    if settings.delivery_registry_login == "ecr":
+    if settings.delivery.registry_login == "ecr":
         return "AWS"
-    return settings.delivery_registry_username or ""
+    return settings.delivery.registry_username or ""
 
 
 def registry_password(settings: Settings, runner: CommandRunner) -> str | None:
@@ -61,13 +61,13 @@ def registry_password(settings: Settings, runner: CommandRunner) -> str | None:
 
     ECR: a 12-hour password from ``aws ecr get-login-password`` (empty in a dry run).
     """
-    login = settings.delivery_registry_login
+    login = settings.delivery.registry_login
     if login == "none":
         return None
     if login == "password":
-        secret = settings.delivery_registry_password
+        secret = settings.delivery.registry_password
         return secret.get_secret_value() if secret is not None else ""
-    aws = tool(settings.delivery_aws_command)
+    aws = tool(settings.delivery.aws_command)
     result = runner.run("registry-login", [*aws, "ecr", "get-login-password", *_region(settings)])
     return result.stdout.strip()
 
@@ -83,7 +83,7 @@ def registry_digest(
     Raises:
         RegistryError: The registry could not be asked or answered no digest.
     """
-    if settings.delivery_registry_login == "ecr":
+    if settings.delivery.registry_login == "ecr":
         return _ecr_digest(settings, runner, tag, step)
     url = manifest_url(settings, tag)
     return runner.ask(step, lambda: manifest_digest(settings, url), url=url)
@@ -91,10 +91,10 @@ def registry_digest(
 
 def manifest_url(settings: Settings, tag: str) -> str:
     """Where the registry's HTTP API answers for the service's ``tag``."""
-    registry = (settings.delivery_registry or "").strip().rstrip("/")
+    registry = (settings.delivery.registry or "").strip().rstrip("/")
     host, _, namespace = registry.partition("/")
-    name = "/".join(part for part in (namespace, settings.delivery_repository) if part)
-    scheme = "http" if settings.delivery_registry_insecure else "https"
+    name = "/".join(part for part in (namespace, settings.delivery.repository) if part)
+    scheme = "http" if settings.delivery.registry_insecure else "https"
     return f"{scheme}://{host}/v2/{name}/manifests/{tag}"
 
 
@@ -167,8 +167,8 @@ def _refused(settings: Settings, answer: requests.Response) -> RegistryError:
 
 
 def _login(settings: Settings) -> tuple[str, str] | None:
-    secret = settings.delivery_registry_password
-    if settings.delivery_registry_login != "password" or secret is None:
+    secret = settings.delivery.registry_password
+    if settings.delivery.registry_login != "password" or secret is None:
         return None
     return registry_username(settings), secret.get_secret_value()
 
@@ -177,11 +177,11 @@ def _ecr_digest(settings: Settings, runner: CommandRunner, tag: str, step: str) 
     answer = runner.query(
         step,
         [
-            *tool(settings.delivery_aws_command),
+            *tool(settings.delivery.aws_command),
             "ecr",
             "describe-images",
             "--repository-name",
-            settings.delivery_repository,
+            settings.delivery.repository,
             "--image-ids",
             f"imageTag={tag}",
             "--query",
@@ -200,4 +200,4 @@ def _ecr_digest(settings: Settings, runner: CommandRunner, tag: str, step: str) 
 
 
 def _region(settings: Settings) -> list[str]:
-    return ["--region", settings.delivery_aws_region] if settings.delivery_aws_region else []
+    return ["--region", settings.delivery.aws_region] if settings.delivery.aws_region else []

@@ -84,46 +84,46 @@ def plan_release(settings: Settings, image_tag: str | None, model_version: str |
         ReleaseError: A bad tag or version, no registry or live endpoint configured, or
             registry or build settings that cannot work together.
     """
-    tag = check_tag((image_tag or settings.delivery_image_tag or "").strip())
+    tag = check_tag((image_tag or settings.delivery.image_tag or "").strip())
     version = check_model_version((model_version or "").strip() or None)
     registry = check_registry(settings)
     check_build(settings)
-    if not settings.delivery_service_url:
+    if not settings.delivery.service_url:
         raise ReleaseError(
             "HEALTHPREDICT_DELIVERY_SERVICE_URL is not set: a rollout that cannot be verified "
             "is not delivered"
         )
-    if settings.api_key is None:
+    if settings.serving.api_key is None:
         raise ReleaseError("HEALTHPREDICT_API_KEY is not set: the smoke test cannot call /predict")
-    return Release(tag, f"{registry}/{settings.delivery_repository}:{tag}", version)
+    return Release(tag, f"{registry}/{settings.delivery.repository}:{tag}", version)
 
 
 def check_registry(settings: Settings) -> str:
     """The registry setting, if its login and transport can work; raise ReleaseError otherwise."""
-    registry = (settings.delivery_registry or "").strip().rstrip("/")
+    registry = (settings.delivery.registry or "").strip().rstrip("/")
     if not registry:
         raise ReleaseError("HEALTHPREDICT_DELIVERY_REGISTRY is not set: nowhere to push the image")
     host = registry_host(registry)
     name = urlsplit(f"//{host}").hostname or ""
-    login = settings.delivery_registry_login
+    login = settings.delivery.registry_login
     if login == "ecr" and not _ECR_HOST.fullmatch(name):
         raise ReleaseError(
             f"registry {host} is not an ECR registry (<account>.dkr.ecr.<region>.amazonaws.com): "
             "set HEALTHPREDICT_DELIVERY_REGISTRY_LOGIN to 'password' or 'none'"
         )
     if login == "password" and not (
-        settings.delivery_registry_username and settings.delivery_registry_password
+        settings.delivery.registry_username and settings.delivery.registry_password
     ):
         raise ReleaseError(
             "HEALTHPREDICT_DELIVERY_REGISTRY_LOGIN=password needs "
             "HEALTHPREDICT_DELIVERY_REGISTRY_USERNAME and HEALTHPREDICT_DELIVERY_REGISTRY_PASSWORD"
         )
-    if login == "none" and settings.delivery_pull_secret:
+    if login == "none" and settings.delivery.pull_secret:
         raise ReleaseError(
             "HEALTHPREDICT_DELIVERY_PULL_SECRET needs a registry login to put in the Secret: "
             "unset it, or set HEALTHPREDICT_DELIVERY_REGISTRY_LOGIN"
         )
-    if settings.delivery_registry_insecure and not is_loopback(name):
+    if settings.delivery.registry_insecure and not is_loopback(name):
         raise ReleaseError(
             f"HEALTHPREDICT_DELIVERY_REGISTRY_INSECURE is refused for {host}: plain HTTP would "
             "carry the image and the login unprotected; it is for a registry on loopback only"
@@ -133,8 +133,8 @@ def check_registry(settings: Settings) -> str:
 
 def check_build(settings: Settings) -> None:
     """Raise ReleaseError when the build settings ask for what the engine cannot do."""
-    docker = tool(settings.delivery_docker_command)
-    if settings.delivery_build_host_sources and not engine.is_podman(docker):
+    docker = tool(settings.delivery.docker_command)
+    if settings.delivery.build_host_sources and not engine.is_podman(docker):
         raise ReleaseError(
             "HEALTHPREDICT_DELIVERY_BUILD_HOST_SOURCES needs podman (`docker build` cannot mount "
             "the machine's package sources): set HEALTHPREDICT_DELIVERY_DOCKER_COMMAND=podman"

@@ -67,7 +67,7 @@ def build_image(release: dict[str, Any]) -> dict[str, Any]:
     if registry_digest(settings, runner, target.tag) is not None:
         return {"built": False, "image": target.image, "reason": "the registry has this tag"}
     runner.run(
-        "build", build_command(settings, target), timeout=settings.delivery_build_timeout_seconds
+        "build", build_command(settings, target), timeout=settings.delivery.build_timeout_seconds
     )
     return {"built": True, "image": target.image}
 
@@ -75,12 +75,12 @@ def build_image(release: dict[str, Any]) -> dict[str, Any]:
 def build_command(settings: Settings, release: Release) -> list[str]:
     """The build's argument list: the configured base, and on podman the docker image format
     (which keeps the HEALTHCHECK, as Docker does) and, if set, the machine's package sources."""
-    docker = tool(settings.delivery_docker_command)
+    docker = tool(settings.delivery.docker_command)
     argv = [
         *docker,
         "build",
         "--file",
-        str(settings.delivery_dockerfile),
+        str(settings.delivery.dockerfile),
         "--tag",
         release.image,
         "--label",
@@ -88,12 +88,12 @@ def build_command(settings: Settings, release: Release) -> list[str]:
     ]
     if engine.is_podman(docker):
         argv += ["--format", "docker"]
-    if settings.delivery_build_host_sources:
+    if settings.delivery.build_host_sources:
         # The same mounts `healthpredict images build` uses: the layer cache keys on them.
         argv += engine.build_mounts(with_ca=True)
-    if settings.delivery_base_image:
-        argv += ["--build-arg", f"PYTHON_IMAGE={settings.delivery_base_image}"]
-    return [*argv, str(settings.delivery_build_context)]
+    if settings.delivery.base_image:
+        argv += ["--build-arg", f"PYTHON_IMAGE={settings.delivery.base_image}"]
+    return [*argv, str(settings.delivery.build_context)]
 
 
 def push_image(release: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +109,7 @@ def push_image(release: dict[str, Any]) -> dict[str, Any]:
         _check_still_pushed(runner, target, held)
         reason = "the registry has this tag"
         return {"pushed": False, "image": target.image, "digest": held, "reason": reason}
-    docker = tool(settings.delivery_docker_command)
+    docker = tool(settings.delivery.docker_command)
     _login(settings, runner, docker)
     pushed = _push(settings, runner, docker, target)
     if pushed is None:  # a dry run: nothing was pushed, so there is nothing to check
@@ -144,7 +144,7 @@ def _login(settings: Settings, runner: CommandRunner, docker: list[str]) -> None
     password = registry_password(settings, runner)
     if password is None:
         return
-    host = registry_host(settings.delivery_registry or "")
+    host = registry_host(settings.delivery.registry or "")
     user = registry_username(settings)
     runner.run(
         "registry-login",
@@ -179,7 +179,7 @@ def _push(
 def _tls(settings: Settings, docker: list[str]) -> list[str]:
     # podman verifies TLS for every registry unless told; Docker's daemon already speaks plain
     # HTTP to loopback registries (the only ones the insecure setting is allowed for).
-    insecure = settings.delivery_registry_insecure and engine.is_podman(docker)
+    insecure = settings.delivery.registry_insecure and engine.is_podman(docker)
     return ["--tls-verify=false"] if insecure else []
 
 
@@ -192,7 +192,7 @@ def record_revision(release: dict[str, Any]) -> dict[str, Any]:
         [
             *_kubectl(settings),
             "get",
-            f"deployment/{settings.delivery_deployment}",
+            f"deployment/{settings.delivery.deployment}",
             "--output",
             f"jsonpath={{.metadata.annotations.{annotation}}}",
         ],
@@ -200,27 +200,27 @@ def record_revision(release: dict[str, Any]) -> dict[str, Any]:
     # Unknown in a dry run (or for a Deployment never rolled out): a rollback then undoes
     # exactly one revision.
     revision = answer.strip() if answer and answer.strip().isdigit() else None
-    return {"deployment": settings.delivery_deployment, "revision": revision}
+    return {"deployment": settings.delivery.deployment, "revision": revision}
 
 
 def roll_out(release: dict[str, Any]) -> dict[str, Any]:
     """Task: point the Deployment at the new image and model version, in one patch."""
     settings, runner, target = _context(release, cluster=True)
-    if settings.delivery_pull_secret:
-        _refresh_pull_secret(settings, runner, settings.delivery_pull_secret)
+    if settings.delivery.pull_secret:
+        _refresh_pull_secret(settings, runner, settings.delivery.pull_secret)
     runner.run(
         "roll-out",
         [
             *_kubectl(settings),
             "patch",
-            f"deployment/{settings.delivery_deployment}",
+            f"deployment/{settings.delivery.deployment}",
             "--type",
             "strategic",
             "--patch",
             json.dumps(rollout_patch(settings, target), sort_keys=True),
         ],
     )
-    return {"deployment": settings.delivery_deployment, **target.to_dict()}
+    return {"deployment": settings.delivery.deployment, **target.to_dict()}
 
 
 def _refresh_pull_secret(settings: Settings, runner: CommandRunner, name: str) -> None:
@@ -232,8 +232,8 @@ def _refresh_pull_secret(settings: Settings, runner: CommandRunner, name: str) -
     password = registry_password(settings, runner) or ""
     manifest = pull_secret_manifest(
         name,
-        settings.delivery_namespace,
-        registry_host(settings.delivery_registry or ""),
+        settings.delivery.namespace,
+        registry_host(settings.delivery.registry or ""),
         registry_username(settings),
         password,
     )
@@ -261,10 +261,10 @@ def rollout_patch(settings: Settings, release: Release) -> dict[str, Any]:
     One patch is one new revision: image and model version change together or not at all,
     and applying it again changes nothing.
     """
-    container: dict[str, Any] = {"name": settings.delivery_container, "image": release.image}
+    container: dict[str, Any] = {"name": settings.delivery.container, "image": release.image}
     if release.model_version is not None:
         container["env"] = [
-            {"name": settings.delivery_model_version_env, "value": release.model_version}
+            {"name": settings.delivery.model_version_env, "value": release.model_version}
         ]
     cause = f"healthpredict delivery: image {release.tag}, model {release.model_version or '-'}"
     return {
@@ -276,15 +276,15 @@ def rollout_patch(settings: Settings, release: Release) -> dict[str, Any]:
 def wait_for_rollout(release: dict[str, Any]) -> dict[str, Any]:
     """Task: wait until every new pod is ready; fail (so the rollback runs) after the timeout."""
     settings, runner, _ = _context(release, cluster=True)
-    timeout = settings.delivery_rollout_timeout_seconds
+    timeout = settings.delivery.rollout_timeout_seconds
     try:
         _rollout_status(settings, runner, timeout)
     except CommandError as error:
         raise RolloutError(
-            f"deployment/{settings.delivery_deployment} did not become ready within "
+            f"deployment/{settings.delivery.deployment} did not become ready within "
             f"{timeout:.0f}s: {error}"
         ) from error
-    return {"deployment": settings.delivery_deployment, "ready": True}
+    return {"deployment": settings.delivery.deployment, "ready": True}
 
 
 def roll_back(snapshot: dict[str, Any] | None) -> dict[str, Any]:
@@ -306,11 +306,11 @@ def roll_back(snapshot: dict[str, Any] | None) -> dict[str, Any]:
             *_kubectl(settings),
             "rollout",
             "undo",
-            f"deployment/{settings.delivery_deployment}",
+            f"deployment/{settings.delivery.deployment}",
             *to_revision,
         ],
     )
-    _rollout_status(settings, runner, settings.delivery_rollout_timeout_seconds)
+    _rollout_status(settings, runner, settings.delivery.rollout_timeout_seconds)
     runner.note("rollback", rolled_back=True, revision=revision)
     return {"rolled_back": True, "revision": revision}
 
@@ -330,7 +330,7 @@ def _rollout_status(settings: Settings, runner: CommandRunner, timeout: float) -
             *_kubectl(settings),
             "rollout",
             "status",
-            f"deployment/{settings.delivery_deployment}",
+            f"deployment/{settings.delivery.deployment}",
             f"--timeout={timeout:.0f}s",
         ],
         timeout=timeout + _ROLLOUT_GRACE_SECONDS,
@@ -347,11 +347,11 @@ def _context(
 
 def _kubectl(settings: Settings) -> list[str]:
     context = (
-        ["--context", settings.delivery_kube_context] if settings.delivery_kube_context else []
+        ["--context", settings.delivery.kube_context] if settings.delivery.kube_context else []
     )
     return [
-        *tool(settings.delivery_kubectl_command),
+        *tool(settings.delivery.kubectl_command),
         *context,
         "--namespace",
-        settings.delivery_namespace,
+        settings.delivery.namespace,
     ]

@@ -38,7 +38,7 @@ def smoke_test(release: dict[str, Any]) -> dict[str, Any]:
     settings = get_settings()
     target = Release.from_dict(release)
     runner = CommandRunner.from_settings(settings)
-    base = (settings.delivery_service_url or "").rstrip("/")
+    base = (settings.delivery.service_url or "").rstrip("/")
     try:
         result = check_endpoint(settings, base, target.model_version)
     except SmokeTestError as error:
@@ -52,10 +52,10 @@ def check_endpoint(settings: Settings, base: str, expected_version: str | None) 
     """Check one live endpoint; return the served version and the probability."""
     if not base:
         raise SmokeTestError("no service URL configured (HEALTHPREDICT_DELIVERY_SERVICE_URL)")
-    if settings.api_key is None:
+    if settings.serving.api_key is None:
         raise SmokeTestError("no API key configured (HEALTHPREDICT_API_KEY)")
     with requests.Session() as session:
-        _wait_ready(session, base, settings.delivery_smoke_timeout_seconds)
+        _wait_ready(session, base, settings.delivery.smoke_timeout_seconds)
         answer = _post(session, f"{base}/predict", example(settings), settings)
     probability, served = _probability(answer.get("probability")), str(answer.get("model_version"))
     if probability is None:
@@ -78,8 +78,8 @@ def _probability(value: object) -> float | None:
 
 def example(settings: Settings) -> dict[str, Any]:
     """The encounter the smoke test posts."""
-    if settings.delivery_smoke_example is not None:
-        loaded: dict[str, Any] = json.loads(settings.delivery_smoke_example.read_text())
+    if settings.delivery.smoke_example is not None:
+        loaded: dict[str, Any] = json.loads(settings.delivery.smoke_example.read_text())
         return loaded
     from healthpredict.serving.examples import EXAMPLE_ENCOUNTER
 
@@ -105,7 +105,7 @@ def _wait_ready(session: requests.Session, base: str, timeout: float) -> None:
 def _post(
     session: requests.Session, url: str, record: dict[str, Any], settings: Settings
 ) -> dict[str, Any]:
-    key = settings.api_key.get_secret_value() if settings.api_key else ""
+    key = settings.serving.api_key.get_secret_value() if settings.serving.api_key else ""
     try:
         answer = session.post(
             url, json=record, headers={"X-API-Key": key}, timeout=_REQUEST_TIMEOUT_SECONDS

@@ -30,33 +30,15 @@ from healthpredict.pipelines.profile import MonitoringProfile
 from healthpredict.settings import Settings
 
 Progress = Callable[[str], None]
-# Settings that change a replay's results: a replay resumes only under the same values.
-FINGERPRINT_SETTINGS = (
-    "label_delay_batches",
-    "drift_false_alarm_rate",
-    "drift_share_alarm",
-    "prediction_drift_threshold",
-    "estimated_auc_drop_alarm",
-    "estimate_recalibration_min_rows",
-    "realised_auc_drop_alarm",
-    "calibration_gap_alarm",
-    "quality_max_invalid_fraction",
-    "min_labelled_share",
-    "seed",
-    "cv_folds",
-    "bootstrap_rounds",
-    "gate_min_auc_gain",
-    "gate_loss_tolerance",
-    "gate_max_ece_increase",
-    "gate_group_margin",
-    "gate_group_min_encounters",
-    "gate_group_min_positives",
-    "equity_attributes",
-    "equity_min_group_encounters",
-    "equity_min_group_positives",
-    "equity_auc_margin",
-    "equity_calibration_margin",
-)
+# The sections of the settings that shape a replay's results: it resumes only under the same
+# values (a threshold added to them later is covered without being listed here).
+FINGERPRINT_SECTIONS = ("training", "gate", "monitoring")
+# Except where the run is stored and the files its policy and scenarios were read from: the
+# policy and the scenarios themselves are hashed, and a run whose store is reached by another
+# URL is the same run.
+NOT_FINGERPRINTED = {
+    "monitoring": {"monitoring_db_url", "deployment", "policy", "policies_file", "scenarios_file"}
+}
 
 
 class LoopError(HealthPredictError):
@@ -107,8 +89,8 @@ class LoopContext:
                 profile.reference,
                 profile.baseline,
                 profile.weights,
-                level=self.settings.drift_false_alarm_rate,
-                prediction_threshold=self.settings.prediction_drift_threshold,
+                level=self.settings.monitoring.drift_false_alarm_rate,
+                prediction_threshold=self.settings.monitoring.prediction_drift_threshold,
             )
         return self._monitors[version]
 
@@ -122,7 +104,12 @@ def fingerprint(context: LoopContext, initial_version: str) -> str:
         "initial": initial_version,
         "slot": context.slot.kind,
         "clock": [context.clock.origin.isoformat(), context.clock.length.total_seconds()],
-        "settings": {name: getattr(settings, name) for name in FINGERPRINT_SETTINGS},
+        "settings": {
+            name: getattr(settings, name).model_dump(
+                mode="json", exclude=NOT_FINGERPRINTED.get(name, set())
+            )
+            for name in FINGERPRINT_SECTIONS
+        },
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -61,7 +61,7 @@ def newly_labelled(context: LoopContext, pending: PendingWindow) -> int | None:
         for number, share in shares.items()
         if number > last_acted
         and number <= pending.window
-        and share >= context.settings.min_labelled_share
+        and share >= context.settings.monitoring.min_labelled_share
         and _completed(context, pending, number)
     ]
     return max(ready, default=None)

@@ -24,23 +24,26 @@ from healthpredict.loop.pending import WindowRows, jsonable
 from healthpredict.loop.windows import PROBABILITY
 from healthpredict.monitoring.equity import EquityReport, EquityRules, GroupFigures, measure_equity
 from healthpredict.monitoring.tables import predictions, window_groups
-from healthpredict.settings import Settings
+from healthpredict.settings import MonitoringSettings, TrainingSettings
 
 _GROUPS, _SECONDS = "equity_groups", "equity_seconds"  # carried on a performance row until split
 
 
-def equity_rules(settings: Settings) -> EquityRules:
-    """The groups, sizes and margins in force."""
+def equity_rules(
+    monitoring: MonitoringSettings, training: TrainingSettings, decision_threshold: float
+) -> EquityRules:
+    """The groups, sizes and margins in force; a group's flagged share is counted at the
+    service's ``decision_threshold``, its intervals drawn like the training evaluation's."""
     return EquityRules(
-        attributes=tuple(settings.equity_attributes),
-        min_encounters=settings.equity_min_group_encounters,
-        min_positives=settings.equity_min_group_positives,
-        auc_margin=settings.equity_auc_margin,
-        calibration_margin=settings.equity_calibration_margin,
-        decision_threshold=settings.decision_threshold,
-        rounds=max(settings.bootstrap_rounds, 200),
-        confidence_level=settings.confidence_level,
-        seed=settings.seed,
+        attributes=tuple(monitoring.equity_attributes),
+        min_encounters=monitoring.equity_min_group_encounters,
+        min_positives=monitoring.equity_min_group_positives,
+        auc_margin=monitoring.equity_auc_margin,
+        calibration_margin=monitoring.equity_calibration_margin,
+        decision_threshold=decision_threshold,
+        rounds=max(training.bootstrap_rounds, 200),
+        confidence_level=training.confidence_level,
+        seed=training.seed,
     )
 
 
@@ -50,7 +53,10 @@ def attach_equity(
     """Measure the groups of one performance row's encounters (``frame``, labelled, with
     ``groups`` the patient of each) and attach their rows and alarms to ``row``."""
     started = time.perf_counter()
-    rules = equity_rules(context.settings)
+    settings = context.settings
+    rules = equity_rules(
+        settings.monitoring, settings.training, settings.serving.decision_threshold
+    )
     window = context.clock.window(row["window"])
     attributes = _group_attributes(context, window.start, window.end, rules.attributes)
     aligned = frame[[ENCOUNTER_KEY]].merge(attributes, on=ENCOUNTER_KEY, how="left")

@@ -32,7 +32,7 @@ def live_context(
     Args:
         settings: Settings in force.
         policy_name: Retraining policy; default the configured one.
-        deployment: Whose log; default ``settings.deployment``.
+        deployment: Whose log; default ``settings.monitoring.deployment``.
         owns_champion: The loop moves the champion alias when the gate passes a challenger;
             False when a delivery pipeline moves it after a verified rollout.
         progress: Called with progress lines.
@@ -40,20 +40,20 @@ def live_context(
     Raises:
         PolicyError: Unknown policy. MlflowException: The registry cannot be reached.
     """
-    name = policy_name or settings.policy
-    policy = select_policy(load_policies(settings.policies_file), name)
-    target = deployment or settings.deployment
+    name = policy_name or settings.monitoring.policy
+    policy = select_policy(load_policies(settings.monitoring.policies_file), name)
+    target = deployment or settings.monitoring.deployment
     return LoopContext(
         settings=settings,
         engine=make_engine(settings.monitoring_url),
         deployment=target,
-        clock=WindowClock.from_settings(settings),
+        clock=WindowClock.from_settings(settings.monitoring),
         policy_name=name,
         policy=policy,
         slot=RegistrySlot(settings),
         initial_data=cache(lambda: _initial_window(settings)),
         owns_champion=owns_champion,
-        reports_dir=settings.reports_dir / "monitoring" / target,
+        reports_dir=settings.data.reports_dir / "monitoring" / target,
         progress=progress or (lambda _line: None),
     )
 
@@ -62,4 +62,6 @@ def _initial_window(settings: Settings) -> pd.DataFrame:
     """The champion's original training window, from the prepared timeline."""
     from healthpredict.data.timeline import INITIAL_WINDOW, load_manifest, load_window
 
-    return load_window(settings.prepared_dir, load_manifest(settings.prepared_dir), INITIAL_WINDOW)
+    return load_window(
+        settings.data.prepared_dir, load_manifest(settings.data.prepared_dir), INITIAL_WINDOW
+    )

@@ -96,7 +96,7 @@ class ModelSlot(Protocol):
 
 
 class RegistrySlot:
-    """Versions in the MLflow Model Registry under ``settings.model_name``."""
+    """Versions in the MLflow Model Registry under ``settings.tracking.model_name``."""
 
     kind = "registry"
 
@@ -105,7 +105,7 @@ class RegistrySlot:
         self.settings = settings
         configure_tracking(settings)
         self.client = MlflowClient()
-        self.name = settings.model_name
+        self.name = settings.tracking.model_name
         self._loaded: dict[str, LoadedModel] = {}
 
     def champion_version(self) -> str:
@@ -206,11 +206,11 @@ def adopted_profile(pipeline: Pipeline, settings: Settings, version: str) -> Mon
     from healthpredict.data.timeline import load_window as window_of
 
     try:
-        manifest = load_manifest(settings.prepared_dir)
-        train = window_of(settings.prepared_dir, manifest, INITIAL_WINDOW)
-        unseen = window_of(settings.prepared_dir, manifest, manifest.batch_names[0])
+        manifest = load_manifest(settings.data.prepared_dir)
+        train = window_of(settings.data.prepared_dir, manifest, INITIAL_WINDOW)
+        unseen = window_of(settings.data.prepared_dir, manifest, manifest.batch_names[0])
     except TimelineError as error:
         raise SlotError(
             f"v{version} has no monitoring profile and none can be built: {error}"
         ) from error
-    return profiles.build(pipeline, train, unseen, settings)
+    return profiles.build(pipeline, train, unseen, settings.monitoring)

@@ -45,7 +45,7 @@ from healthpredict.monitoring.performance import (
 )
 from healthpredict.monitoring.quality import check_batch
 from healthpredict.monitoring.tables import window_performance, windows
-from healthpredict.settings import Settings
+from healthpredict.settings import MonitoringSettings
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -81,7 +81,7 @@ def _monitor_served(
     context: LoopContext, log: WindowLog, pending: PendingWindow, measured: list[dict[str, Any]]
 ) -> None:
     frame, window = log.predictions, log.window
-    reason = quarantine_reason(log, context.settings)
+    reason = quarantine_reason(log, context.settings.monitoring)
     versions = frame[MODEL_VERSION].value_counts()
     pending.status = "quarantined" if reason else "completed"
     pending.rows.window = {
@@ -128,12 +128,16 @@ def _monitor_version(
     engine, deployment, settings = context.engine, context.deployment, context.settings
     previous = previous_fields(engine, deployment, window.number, version)
     states = field_states(
-        drift, window.number, previous, acknowledgements(engine, deployment, version), settings.seed
+        drift,
+        window.number,
+        previous,
+        acknowledgements(engine, deployment, version),
+        settings.training.seed,
     )
-    verdict = verdicts(drift, states, previous, settings.drift_share_alarm)
+    verdict = verdicts(drift, states, previous, settings.monitoring.drift_share_alarm)
     estimate = label_free_estimate(context, version, window.number, probabilities, measured)
     baseline = context.profile(version).baseline_auc
-    alarms = label_free_alarms(drift, states, verdict, estimate.raw, baseline, settings)
+    alarms = label_free_alarms(drift, states, verdict, estimate.raw, baseline, settings.monitoring)
     key = {"deployment": deployment, "window": window.number, "model_version": version}
     quantiles = np.quantile(probabilities, QUANTILES).tolist()
     pending.rows.versions.append(
@@ -197,7 +201,7 @@ def _feature_row(key: dict[str, Any], field: FieldDrift, state: FieldState) -> d
     }
 
 
-def quarantine_reason(log: WindowLog, settings: Settings) -> str | None:
+def quarantine_reason(log: WindowLog, monitoring: MonitoringSettings) -> str | None:
     """Why the window cannot be trusted, or None.
 
     Too many records refused by the service (an upstream change shows up as validation
@@ -206,7 +210,7 @@ def quarantine_reason(log: WindowLog, settings: Settings) -> str | None:
     """
     served, refused = len(log.predictions), len(log.rejected)
     share = refused / (served + refused)
-    tolerance = settings.quality_max_invalid_fraction
+    tolerance = monitoring.quality_max_invalid_fraction
     if share > tolerance:
         counts = pd.Series([f for fields in log.rejected["fields"] for f in fields]).value_counts()
         worst = ", ".join(f"{name}: {count:,}" for name, count in counts.items())
@@ -225,7 +229,7 @@ def label_free_alarms(
     verdict: Verdicts,
     estimate: float,
     baseline: float,
-    settings: Settings,
+    monitoring: MonitoringSettings,
 ) -> list[str]:
     """Alarms that need no outcome: the two data verdicts, prediction drift, a drop of the
     estimate (from the risks as served, against the baseline computed the same way)."""
@@ -242,7 +246,7 @@ def label_free_alarms(
         )
     if drift.prediction_drift:
         alarms.append(f"prediction_drift: PSI {drift.prediction_statistic:.3f}")
-    if estimate < baseline - settings.estimated_auc_drop_alarm:
+    if estimate < baseline - monitoring.estimated_auc_drop_alarm:
         alarms.append(f"estimated_performance: AUC {estimate:.3f} vs {baseline:.3f} baseline")
     return alarms
 
@@ -271,7 +275,7 @@ def realised_rows(
     A window whose every encounter has its outcome cannot change any more, so the log is only
     read from the oldest window still waiting for outcomes.
     """
-    first = max(1, window.number - context.settings.performance_lookback_windows + 1)
+    first = max(1, window.number - context.settings.monitoring.performance_lookback_windows + 1)
     measured = _measured(context, first, window.number)
     complete = {n for n, (_, share) in measured.items() if share >= 1.0}
     waiting = [n for n in range(first, window.number + 1) if n not in complete and n in numbers]
@@ -330,14 +334,14 @@ def _performance_row(
         frame[TARGET].to_numpy(),
         frame[PROBABILITY].to_numpy(dtype=float),
         groups,
-        max(settings.bootstrap_rounds, 200),
-        settings.confidence_level,
-        settings.seed,
+        max(settings.training.bootstrap_rounds, 200),
+        settings.training.confidence_level,
+        settings.training.seed,
     )
     recalibration = Recalibration.fit(
         frame[TARGET].to_numpy(),
         frame[PROBABILITY].to_numpy(dtype=float),
-        settings.estimate_recalibration_min_rows,
+        settings.monitoring.estimate_recalibration_min_rows,
     )
     auc, shortfall, gap = (
         performance.roc_auc,
@@ -362,7 +366,7 @@ def _performance_row(
         "predicted_rate": performance.predicted_rate,
         "calibration_gap_low": gap.low,
         "calibration_gap_high": gap.high,
-        "alarms": label_alarms(performance, settings),
+        "alarms": label_alarms(performance, settings.monitoring),
         "monitored_estimate": None,
         "estimate_error": None,
         "recalibration": None if recalibration is None else asdict(recalibration),
@@ -371,15 +375,15 @@ def _performance_row(
     return row
 
 
-def label_alarms(performance: RealisedPerformance, settings: Settings) -> list[str]:
+def label_alarms(performance: RealisedPerformance, monitoring: MonitoringSettings) -> list[str]:
     """Alarms that need outcomes: AUC surely below the estimate, calibration surely off."""
     alarms = []
-    if performance.auc_shortfall.high < -settings.realised_auc_drop_alarm:
+    if performance.auc_shortfall.high < -monitoring.realised_auc_drop_alarm:
         alarms.append(
             f"realised_performance: AUC {performance.roc_auc} below the estimate "
             f"{performance.estimated_auc:.3f}"
         )
-    gap, limit = performance.calibration_gap, settings.calibration_gap_alarm
+    gap, limit = performance.calibration_gap, monitoring.calibration_gap_alarm
     if gap.low > limit or gap.high < -limit:
         alarms.append(
             f"calibration: observed rate {performance.observed_rate:.3f} vs predicted "

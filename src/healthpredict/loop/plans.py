@@ -61,8 +61,8 @@ def build_plan(
         LoopError: The starting model has seen the stream (the message names another).
         PolicyError, ScenarioError, SlotError, TimelineError: What the message says.
     """
-    policy = select_policy(load_policies(settings.policies_file), policy_name)
-    scenario_set = scenarios or load_scenarios(settings.scenarios_file)
+    policy = select_policy(load_policies(settings.monitoring.policies_file), policy_name)
+    scenario_set = scenarios or load_scenarios(settings.monitoring.scenarios_file)
     stream = _stream(settings, stream_kind, exchangeable_batches)
     name = run or default_run_name(scenario_set.name, policy_name, stream_kind, what_if)
     main = stream_kind == "natural" and not what_if
@@ -77,7 +77,7 @@ def build_plan(
 def _stream(settings: Settings, kind: StreamKind, exchangeable_batches: int) -> Stream:
     if kind == "natural":
         return natural_stream(settings)
-    manifest = load_manifest(settings.prepared_dir)
+    manifest = load_manifest(settings.data.prepared_dir)
     batch_rows = manifest.window(manifest.batch_names[0]).rows
     return exchangeable_stream(settings, exchangeable_batches, batch_rows)
 
@@ -87,7 +87,9 @@ def _seeded_folder(
 ) -> FolderSlot:
     """A what-if run's folder, its first champion copied from the registry or fitted here."""
     slot = FolderSlot(
-        settings.simulation_dir / run / "models", settings.model_name, settings.compiled_trees_dir
+        settings.data.simulation_dir / run / "models",
+        settings.tracking.model_name,
+        settings.compiled_trees_dir,
     )
     if slot.has_champion():
         return slot
@@ -98,7 +100,7 @@ def _seeded_folder(
     version = initial_version or registry.champion_version()
     require_unseen(registry, version, stream)
     loaded = registry.load(version)
-    tags = {**registry.tags(version), "copied_from": f"{settings.model_name} v{version}"}
+    tags = {**registry.tags(version), "copied_from": f"{settings.tracking.model_name} v{version}"}
     example = features_of(stream.reference).head(5)
     slot.seed(
         NewModel(
@@ -113,9 +115,15 @@ def fitted_seed(settings: Settings, stream: Stream) -> NewModel:
     baseline on the first batch."""
     params = default_params()
     fitted = fit_model(
-        ModelKind.LIGHTGBM, stream.reference, params, settings.cv_folds, settings.seed
+        ModelKind.LIGHTGBM,
+        stream.reference,
+        params,
+        settings.training.cv_folds,
+        settings.training.seed,
     )
-    profile = build_profile(fitted.pipeline, stream.reference, stream.batches[0], settings)
+    profile = build_profile(
+        fitted.pipeline, stream.reference, stream.batches[0], settings.monitoring
+    )
     sequences = stream.reference[SEQUENCE]
     tags = {"training_window": f"sequence {int(sequences.min())}-{int(sequences.max())}"}
     return NewModel(fitted.pipeline, params, features_of(stream.reference).head(5), tags, profile)

@@ -99,14 +99,14 @@ def context_for(
         settings=settings,
         engine=engine,
         deployment=plan.run,
-        clock=WindowClock.from_settings(settings),
+        clock=WindowClock.from_settings(settings.monitoring),
         policy_name=plan.policy_name,
         policy=plan.policy,
         slot=plan.slot,
         initial_data=lambda: plan.stream.reference,
         owns_champion=True,
         origin=origin,
-        reports_dir=settings.simulation_dir / plan.run / "reports",
+        reports_dir=settings.data.simulation_dir / plan.run / "reports",
         progress=progress or (lambda _line: None),
     )
 
@@ -150,7 +150,9 @@ def _drive(
     ensure_deployment(context, _reference_auc(plan))  # a changed configuration stops here
     batches = len(plan.stream.batches)
     todo = [n for n in range(1, batches + 1) if not replay_log.committed(context, n)]
-    if context.settings.label_delay_batches and not replay_log.measured(context, batches):
+    if context.settings.monitoring.label_delay_batches and not replay_log.measured(
+        context, batches
+    ):
         todo.append(batches + 1)  # the closing window: outcomes still owed
     if max_batches is not None:
         todo = [n for n in todo if n <= max_batches]
@@ -194,7 +196,7 @@ class ReplayBatches:
                 self.plan.stream.batches[number - 1],
                 self.plan.scenarios,
                 number,
-                self.context.settings.seed,
+                self.context.settings.training.seed,
             )
             self._record(number, injections)
             self._frames[number] = frame.reset_index(drop=True)
@@ -234,9 +236,9 @@ def _step(
     started = time.perf_counter()
     settings, window = context.settings, context.clock.window(number)
     replay_log.forget_partial_log(context, window)
-    served = traffic.serve(batches.requests(number), settings.max_batch_size)
+    served = traffic.serve(batches.requests(number), settings.serving.max_batch_size)
     replay_log.keep_refused(context, number, batches.frame(number), served)
-    labelled = number - settings.label_delay_batches
+    labelled = number - settings.monitoring.label_delay_batches
     if labelled >= 1:
         traffic.send_outcomes(batches.outcomes(labelled), 10_000)
     replay_log.wait_logged(context, window, served.accepted + len(served.rejected))
@@ -251,7 +253,9 @@ def _step(
 def _closing_labels(context: LoopContext, batches: ReplayBatches, traffic: Traffic) -> None:
     """The outcomes still owed, then one more window to measure them (nothing is served)."""
     last = len(batches.plan.stream.batches)
-    for number in range(max(1, last - context.settings.label_delay_batches + 1), last + 1):
+    for number in range(
+        max(1, last - context.settings.monitoring.label_delay_batches + 1), last + 1
+    ):
         traffic.send_outcomes(batches.outcomes(number), 10_000)
     pending = run_window(context, last + 1)
     context.progress(f"closing: {pending.text}")
@@ -270,14 +274,16 @@ def _traffic(context: LoopContext, plan: ReplayPlan, service_url: str | None) ->
         return
     if service_url is not None:
         settings = context.settings
-        if settings.api_key is None:
+        if settings.serving.api_key is None:
             raise LoopError("--service-url needs HEALTHPREDICT_API_KEY (and the admin key to swap)")
-        admin = settings.admin_key.get_secret_value() if settings.admin_key else None
-        yield HttpTraffic(service_url, settings.api_key.get_secret_value(), admin)
+        admin = (
+            settings.serving.admin_key.get_secret_value() if settings.serving.admin_key else None
+        )
+        yield HttpTraffic(service_url, settings.serving.api_key.get_secret_value(), admin)
         return
     from healthpredict.loop.service import service_process
 
-    log = context.settings.simulation_dir / plan.run / "service.log"
+    log = context.settings.data.simulation_dir / plan.run / "service.log"
     with service_process(context.settings, plan.run, log) as service:
         context.progress(f"service for {plan.run!r} on {service.url} (log: {log})")
         yield HttpTraffic(service.url, service.api_key, service.admin_key)

@@ -83,7 +83,7 @@ def keep_refused(context: LoopContext, number: int, frame: pd.DataFrame, served:
     positions = [p for p, _ in served.rejected]
     kept = frame.iloc[positions].reset_index(drop=True)
     kept["refused_fields"] = [", ".join(f) for _, f in served.rejected]
-    folder = context.settings.simulation_dir / context.deployment / "refused"
+    folder = context.settings.data.simulation_dir / context.deployment / "refused"
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / f"w{number:03d}.parquet") as temporary:
         kept.to_parquet(temporary, index=False)
@@ -125,6 +125,6 @@ def forget(engine: Engine, settings: Settings, run: str, slot: ModelSlot | None 
         for table in DEPLOYMENT_TABLES:
             connection.execute(delete(table).where(table.c.deployment == run))
     for name in ("reports", "refused"):
-        shutil.rmtree(settings.simulation_dir / run / name, ignore_errors=True)
+        shutil.rmtree(settings.data.simulation_dir / run / name, ignore_errors=True)
     if isinstance(slot, FolderSlot):
         slot.reset()

@@ -29,13 +29,12 @@ from healthpredict.loop.context import LoopContext, run_key
 from healthpredict.loop.models import NewModel
 from healthpredict.loop.pending import PendingWindow, jsonable
 from healthpredict.loop.windows import OCCURRED_AT, labelled
-from healthpredict.modeling.gate import GateDecision
+from healthpredict.modeling.gate import GateDecision, GatePolicy
 from healthpredict.modeling.gate import decide as decide_gate
 from healthpredict.modeling.train import ModelKind, features_of, fit_model
 from healthpredict.monitoring.store import mask_url
 from healthpredict.monitoring.tables import windows
 from healthpredict.pipelines.profile import build as build_profile
-from healthpredict.pipelines.promote import gate_policy
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +57,10 @@ def _train(context: LoopContext, pending: PendingWindow) -> str:
     train, holdout, production = training_data(context, pending.labelled or 0)
     params = _retrain_params(context, train, pending.champion)
     settings = context.settings
-    fitted = fit_model(ModelKind.LIGHTGBM, train, params, settings.cv_folds, settings.seed)
-    profile = build_profile(fitted.pipeline, train, holdout, settings, production)
+    fitted = fit_model(
+        ModelKind.LIGHTGBM, train, params, settings.training.cv_folds, settings.training.seed
+    )
+    profile = build_profile(fitted.pipeline, train, holdout, settings.monitoring, production)
     tags = {"training_production": production, "deployment": context.deployment}
     initial = train[SEQUENCE].dropna() if SEQUENCE in train else pd.Series(dtype=float)
     if len(initial):
@@ -118,7 +119,7 @@ def _production(context: LoopContext, start: datetime, last: int) -> tuple[pd.Da
 
 
 def _held_out(context: LoopContext, latest: pd.DataFrame, number: int) -> np.ndarray:
-    return holdout_patients(latest[PATIENT_KEY], context.settings.seed + number)
+    return holdout_patients(latest[PATIENT_KEY], context.settings.training.seed + number)
 
 
 def holdout_patients(patients: pd.Series, seed: int) -> np.ndarray:
@@ -184,6 +185,7 @@ def _gate(
     champion: str,
     challenger: str,
 ) -> GateDecision:
+    settings = context.settings
     batch = contract_batch(holdout.loc[:, list(FEATURE_COLUMNS)])
     scores = [
         context.slot.load(v).score_batch(batch, "none").probabilities
@@ -193,7 +195,7 @@ def _gate(
         holdout[TARGET].to_numpy(),
         (scores[0], scores[1]),
         holdout[PATIENT_KEY],
-        gate_policy(context.settings),
+        GatePolicy.from_settings(settings.gate, settings.training, settings.monitoring),
         (champion, challenger),
         f"w{labelled_window:03d}: the half of its labelled patients held out of training",
         attributes=holdout,

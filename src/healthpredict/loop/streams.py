@@ -53,9 +53,9 @@ class Stream:
 
 def natural_stream(settings: Settings) -> Stream:
     """The prepared timeline in time order: initial window, then every batch."""
-    manifest = load_manifest(settings.prepared_dir)
-    batches = [load_window(settings.prepared_dir, manifest, n) for n in manifest.batch_names]
-    initial = load_window(settings.prepared_dir, manifest, INITIAL_WINDOW)
+    manifest = load_manifest(settings.data.prepared_dir)
+    batches = [load_window(settings.data.prepared_dir, manifest, n) for n in manifest.batch_names]
+    initial = load_window(settings.data.prepared_dir, manifest, INITIAL_WINDOW)
     return Stream("natural", initial, batches, manifest.data_hash)
 
 
@@ -68,12 +68,12 @@ def exchangeable_stream(settings: Settings, n_batches: int, batch_rows: int) -> 
     Raises:
         LoopError: The pool is too small for batches of ``batch_rows``.
     """
-    manifest = load_manifest(settings.prepared_dir)
-    initial = load_window(settings.prepared_dir, manifest, INITIAL_WINDOW)
-    reference, pool = split_patients(initial, settings.seed)
+    manifest = load_manifest(settings.data.prepared_dir)
+    initial = load_window(settings.data.prepared_dir, manifest, INITIAL_WINDOW)
+    reference, pool = split_patients(initial, settings.training.seed)
     if batch_rows > len(pool):
         raise LoopError(f"batches of {batch_rows:,} rows need a pool of more than {len(pool):,}")
-    rng = np.random.default_rng(settings.seed)
+    rng = np.random.default_rng(settings.training.seed)
     batches = [
         pool.iloc[np.sort(rng.choice(len(pool), batch_rows, replace=False))].reset_index(drop=True)
         for _ in range(n_batches)

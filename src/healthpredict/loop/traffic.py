@@ -158,7 +158,8 @@ class InProcessTraffic:
         self, settings: Settings, engine: Engine, deployment: str, slot: ModelSlot, salt: bytes
     ):
         """Score with ``slot``'s champion into ``deployment``'s log."""
-        self.settings = settings.model_copy(update={"deployment": deployment})
+        monitoring = settings.monitoring.model_copy(update={"deployment": deployment})
+        self.settings = settings.model_copy(update={"monitoring": monitoring})
         self.engine, self.slot, self.salt = engine, slot, salt
         self._counter = 0
 
@@ -193,7 +194,7 @@ class InProcessTraffic:
         """Record outcomes as ``POST /outcomes`` does."""
         parsed = outcome_store.parse_records(records)
         report = outcome_store.record(
-            self.engine, self.settings.deployment, parsed, self.salt, "replay"
+            self.engine, self.settings.monitoring.deployment, parsed, self.salt, "replay"
         )
         return report.recorded
 
@@ -212,7 +213,7 @@ class InProcessTraffic:
         return RejectedRequest(
             request_id,
             now,
-            self.settings.deployment,
+            self.settings.monitoring.deployment,
             positions,
             [refused[p] for p in positions],
             [part[p].get(DISCHARGE_TIME) or now for p in positions],

@@ -22,7 +22,7 @@ from healthpredict.data.pseudonym import ENCOUNTER_KEY, PATIENT_KEY
 from healthpredict.data.schema import FEATURE_COLUMNS
 from healthpredict.errors import HealthPredictError
 from healthpredict.monitoring.tables import outcomes, predictions, rejected_records
-from healthpredict.settings import Settings
+from healthpredict.settings import MonitoringSettings
 
 PROBABILITY = "probability"
 MODEL_VERSION = "model_version"
@@ -64,9 +64,9 @@ class WindowClock:
     length: timedelta
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> WindowClock:
-        """The clock the settings describe."""
-        return cls(settings.monitor_origin, timedelta(days=settings.monitor_window_days))
+    def from_settings(cls, monitoring: MonitoringSettings) -> WindowClock:
+        """The clock the monitoring settings describe."""
+        return cls(monitoring.monitor_origin, timedelta(days=monitoring.monitor_window_days))
 
     def window(self, number: int) -> Window:
         """Window ``number`` (1-based).

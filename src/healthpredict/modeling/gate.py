@@ -17,6 +17,7 @@ however much better it is on average; a group too few to tell does not block.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,9 @@ from healthpredict.modeling.groups import (
 )
 from healthpredict.modeling.metrics import ScoredSample, expected_calibration_error, roc_auc
 
+if TYPE_CHECKING:
+    from healthpredict.settings import GateSettings, MonitoringSettings, TrainingSettings
+
 
 @dataclass(frozen=True)
 class GatePolicy:
@@ -51,6 +55,25 @@ class GatePolicy:
     group_attributes: tuple[str, ...] = ("age", "gender", "race")
     group_min_encounters: int = 200
     group_min_positives: int = 20
+
+    @classmethod
+    def from_settings(
+        cls, gate: GateSettings, training: TrainingSettings, monitoring: MonitoringSettings
+    ) -> GatePolicy:
+        """The gate thresholds in force: the gate's own, the training bootstrap's, and the
+        patient groups monitoring measures (the gate compares the same groups)."""
+        return cls(
+            min_auc_gain=gate.min_auc_gain,
+            loss_tolerance=gate.loss_tolerance,
+            max_ece_increase=gate.max_ece_increase,
+            rounds=max(training.bootstrap_rounds, 200),
+            confidence_level=training.confidence_level,
+            seed=training.seed,
+            group_margin=gate.group_margin,
+            group_attributes=tuple(monitoring.equity_attributes),
+            group_min_encounters=gate.group_min_encounters,
+            group_min_positives=gate.group_min_positives,
+        )
 
     def __post_init__(self) -> None:
         check_attributes(self.group_attributes)

@@ -54,15 +54,15 @@ class RegisteredVersion:
 def configure_tracking(settings: Settings) -> str:
     """Point MLflow at the configured store and return the experiment id (created if needed)."""
     if settings.tracking_uri.startswith("sqlite:///"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data.data_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
-    experiment = mlflow.get_experiment_by_name(settings.experiment_name)
+    experiment = mlflow.get_experiment_by_name(settings.tracking.experiment_name)
     if experiment is not None:
         experiment_id = str(experiment.experiment_id)
     else:
         experiment_id = mlflow.create_experiment(
-            settings.experiment_name, artifact_location=settings.artifact_location
+            settings.tracking.experiment_name, artifact_location=settings.artifact_location
         )
     # Without this, runs land in MLflow's "Default" experiment and its ./mlruns artifact folder.
     mlflow.set_experiment(experiment_id=experiment_id)
@@ -112,25 +112,31 @@ def register(
     promotion gate's decision, not training's.
     """
     client = MlflowClient()
-    version = mlflow.register_model(model_uri, settings.model_name).version
+    version = mlflow.register_model(model_uri, settings.tracking.model_name).version
     alias, reason = _initial_alias(client, settings, report)
     for key, value in {**tags, **_metric_tags(report)}.items():
-        client.set_model_version_tag(settings.model_name, version, key, value)
+        client.set_model_version_tag(settings.tracking.model_name, version, key, value)
     # Last: the reason, then the alias (a retry takes a version without a reason as interrupted).
-    assign_initial_alias(client, settings.model_name, str(version), alias, reason)
-    logger.info("registered %s version %s (%s)", settings.model_name, version, reason)
-    return RegisteredVersion(settings.model_name, str(version), run_id, alias, reason)
+    assign_initial_alias(client, settings.tracking.model_name, str(version), alias, reason)
+    logger.info("registered %s version %s (%s)", settings.tracking.model_name, version, reason)
+    return RegisteredVersion(settings.tracking.model_name, str(version), run_id, alias, reason)
 
 
 def _initial_alias(
     client: MlflowClient, settings: Settings, report: EvalReport
 ) -> tuple[str | None, str]:
     auc = report.metrics["roc_auc"].estimate
-    if current_version(client, settings.model_name, CHAMPION) is not None:
+    if current_version(client, settings.tracking.model_name, CHAMPION) is not None:
         return CHALLENGER, "a champion exists; replacing it is the promotion gate's decision"
-    if auc < settings.min_champion_roc_auc:
-        return None, f"test ROC-AUC {auc:.3f} is below the bar {settings.min_champion_roc_auc:.3f}"
-    return CHAMPION, f"first model; test ROC-AUC {auc:.3f} >= {settings.min_champion_roc_auc:.3f}"
+    if auc < settings.training.min_champion_roc_auc:
+        return (
+            None,
+            f"test ROC-AUC {auc:.3f} is below the bar {settings.training.min_champion_roc_auc:.3f}",
+        )
+    return (
+        CHAMPION,
+        f"first model; test ROC-AUC {auc:.3f} >= {settings.training.min_champion_roc_auc:.3f}",
+    )
 
 
 def _metric_tags(report: EvalReport) -> dict[str, str]:

@@ -33,7 +33,7 @@ def decide(settings: Settings, version: str) -> dict[str, Any]:
 
     configure_tracking(settings)
     client = MlflowClient()
-    name = settings.model_name
+    name = settings.tracking.model_name
     incumbent = champion.aliased(
         client, name, champion.CHAMPION, "no champion: nothing to compare with"
     )

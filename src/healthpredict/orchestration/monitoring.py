@@ -52,10 +52,12 @@ def locate(params: dict[str, Any], logical_date: datetime | None) -> dict[str, A
     if not number:
         if logical_date is None:
             raise WindowParamError("the run has no logical date: give the `window` param")
-        number = WindowClock.from_settings(settings).containing(_utc(logical_date)).number
+        number = (
+            WindowClock.from_settings(settings.monitoring).containing(_utc(logical_date)).number
+        )
     return {
-        "deployment": params.get("deployment") or settings.deployment,
-        "policy": params.get("policy") or settings.policy,
+        "deployment": params.get("deployment") or settings.monitoring.deployment,
+        "policy": params.get("policy") or settings.monitoring.policy,
         "window": int(number),
     }
 

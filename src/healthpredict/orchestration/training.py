@@ -151,7 +151,7 @@ def _finished_run(settings: Settings, tag: str, value: str) -> Run | None:
     """The newest finished run of this experiment carrying ``tag = value``."""
     import mlflow
 
-    experiment = mlflow.get_experiment_by_name(settings.experiment_name)
+    experiment = mlflow.get_experiment_by_name(settings.tracking.experiment_name)
     if experiment is None:
         return None
     runs = mlflow.search_runs(
@@ -172,7 +172,7 @@ def _ray_session(settings: Settings) -> Iterator[None]:
     from healthpredict.modeling.tune import connect_ray
 
     started = not ray.is_initialized()
-    connect_ray(settings.ray_address)
+    connect_ray(settings.search.ray_address)
     try:
         yield
     finally:

@@ -50,39 +50,39 @@ def prepare_data(settings: Settings) -> PreparationSummary:
         ContractError: Columns are missing, there are no rows, or too many rows are invalid.
         TimelineError: The timeline cannot be cut as configured.
     """
-    raw = open_raw(settings.data_source, settings.data_sha256)
+    raw = open_raw(settings.data.data_source, settings.data.data_sha256)
     logger.info(
         "opened %s: %s rows, sha256 %s", redact_location(raw.source), raw.n_rows, raw.sha256
     )
     checked = validate_raw(raw.frame)
     logger.info("contract: %s", checked.report.summary())
-    checked.report.raise_if_exceeds(settings.max_invalid_fraction)
+    checked.report.raise_if_exceeds(settings.data.max_invalid_fraction)
     cleaned, cleaning = clean(checked.valid)
     logger.info("cleaning: %s", cleaning.summary())
     salt = load_or_create_salt(settings)
     timeline = cut_timeline(
         pseudonymise(cleaned, salt),
-        settings.initial_window_fraction,
-        settings.n_batches,
-        settings.test_fraction,
+        settings.data.initial_window_fraction,
+        settings.data.n_batches,
+        settings.data.test_fraction,
     )
     manifest = write_timeline(
         timeline,
-        settings.prepared_dir,
+        settings.data.prepared_dir,
         extras={
             "source": redact_location(raw.source),
             "source_sha256": raw.sha256,
             "config": {
-                "initial_window_fraction": settings.initial_window_fraction,
-                "n_batches": settings.n_batches,
-                "test_fraction": settings.test_fraction,
+                "initial_window_fraction": settings.data.initial_window_fraction,
+                "n_batches": settings.data.n_batches,
+                "test_fraction": settings.data.test_fraction,
             },
             "validation": checked.report.summary(),
             "cleaning": cleaning.summary(),
         },
         rejected=_pseudonymised_rejects(checked.rejected, salt),
     )
-    return PreparationSummary(settings.prepared_dir, manifest, checked.report, cleaning)
+    return PreparationSummary(settings.data.prepared_dir, manifest, checked.report, cleaning)
 
 
 def _pseudonymised_rejects(rejected: pd.DataFrame, salt: bytes) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from healthpredict.data.pseudonym import SEQUENCE
 from healthpredict.data.schema import FEATURE_COLUMNS
 from healthpredict.modeling.train import features_of
 from healthpredict.monitoring.performance import estimated_auc
-from healthpredict.settings import Settings
+from healthpredict.settings import MonitoringSettings
 
 ARTIFACT_PATH = "monitoring"
 _REFERENCE, _BASELINE, _PROFILE = "reference.parquet", "baseline.parquet", "profile.json"
@@ -83,7 +83,7 @@ def build(
     pipeline: Pipeline,
     train: pd.DataFrame,
     unseen: pd.DataFrame,
-    settings: Settings,
+    monitoring: MonitoringSettings,
     production: str = "",
 ) -> MonitoringProfile:
     """The profile of a freshly trained ``pipeline``.
@@ -93,10 +93,10 @@ def build(
         train: Its training data (prepared frame; may lack ``sequence`` for logged rows).
         unseen: Encounters it was not trained on; only their predicted risks are kept (no label
             is used), as the baseline for prediction drift and the label-free estimate.
-        settings: For the reference size.
+        monitoring: For the reference size.
         production: Production windows in ``train`` (see :class:`TrainingData`).
     """
-    sample = train.sample(min(len(train), settings.reference_rows), random_state=0)
+    sample = train.sample(min(len(train), monitoring.reference_rows), random_state=0)
     baseline = pipeline.predict_proba(features_of(unseen))[:, 1]
     importance = field_importance(pipeline)
     sequences = train[SEQUENCE].dropna() if SEQUENCE in train else pd.Series(dtype=float)

@@ -35,22 +35,6 @@ from healthpredict.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def gate_policy(settings: Settings) -> GatePolicy:
-    """The gate thresholds in force."""
-    return GatePolicy(
-        min_auc_gain=settings.gate_min_auc_gain,
-        loss_tolerance=settings.gate_loss_tolerance,
-        max_ece_increase=settings.gate_max_ece_increase,
-        rounds=max(settings.bootstrap_rounds, 200),
-        confidence_level=settings.confidence_level,
-        seed=settings.seed,
-        group_margin=settings.gate_group_margin,
-        group_attributes=tuple(settings.equity_attributes),
-        group_min_encounters=settings.gate_group_min_encounters,
-        group_min_positives=settings.gate_group_min_positives,
-    )
-
-
 def promote(settings: Settings) -> GateDecision:
     """Compare the challenger with the champion on the gate window; promote if it wins.
 
@@ -59,7 +43,7 @@ def promote(settings: Settings) -> GateDecision:
             either model was trained on.
     """
     configure_tracking(settings)
-    client, name = MlflowClient(), settings.model_name
+    client, name = MlflowClient(), settings.tracking.model_name
     incumbent = aliased(client, name, CHAMPION, "no champion yet: nothing to compare")
     challenger = aliased(
         client,
@@ -84,19 +68,19 @@ def gate_on_window(
         PromotionError: The gate window overlaps the data either model was trained on.
     """
     window = load_window(
-        settings.prepared_dir, load_manifest(settings.prepared_dir), settings.gate_window
+        settings.data.prepared_dir, load_manifest(settings.data.prepared_dir), settings.gate.window
     )
     for version in (incumbent, challenger):
-        _require_unseen(version, int(window[SEQUENCE].min()), settings.gate_window)
+        _require_unseen(version, int(window[SEQUENCE].min()), settings.gate.window)
     records = features_of(window)
     scores = [load_pipeline(_uri(v)).predict_proba(records)[:, 1] for v in (incumbent, challenger)]
     return decide(
         window[TARGET].to_numpy(),
         (scores[0], scores[1]),
         window[PATIENT_KEY],
-        gate_policy(settings),
+        GatePolicy.from_settings(settings.gate, settings.training, settings.monitoring),
         (str(incumbent.version), str(challenger.version)),
-        settings.gate_window,
+        settings.gate.window,
         attributes=window,
     )
 
@@ -108,7 +92,7 @@ def rollback(settings: Settings, reason: str) -> RollbackRecord:
         PromotionError: There is no champion, or it has no predecessor.
     """
     configure_tracking(settings)
-    return champion.rollback(MlflowClient(), settings.model_name, reason)
+    return champion.rollback(MlflowClient(), settings.tracking.model_name, reason)
 
 
 def _uri(version: ModelVersion) -> str:

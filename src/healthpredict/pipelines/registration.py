@@ -31,7 +31,7 @@ def register_once(settings: Settings, run_id: str, model_uri: str) -> dict[str, 
     from healthpredict.modeling.registry import configure_tracking, register
 
     configure_tracking(settings)
-    client, name = MlflowClient(), settings.model_name
+    client, name = MlflowClient(), settings.tracking.model_name
     for found in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
         # Searches do not return aliases; the version itself does.
         version = client.get_model_version(name, str(found.version))

@@ -49,7 +49,7 @@ def write_report(settings: Settings, main_run: str | None = None) -> WrittenRepo
         runs = [main, *_comparable(engine, names, main)]
     finally:
         engine.dispose()
-    folder = settings.reports_dir / "simulation"
+    folder = settings.data.reports_dir / "simulation"
     dashboard = write_dashboard(runs, main.name, folder / "dashboard.html")
     pngs = write_report_pngs(runs, main.name, folder)
     return WrittenReport(dashboard, pngs, [r.name for r in runs])

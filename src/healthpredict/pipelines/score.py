@@ -101,9 +101,9 @@ class BatchScorer:
         return cls(
             model,
             load_or_create_salt(settings),
-            settings.decision_threshold,
-            tuple(settings.risk_band_edges),
-            tuple(settings.risk_band_names),
+            settings.serving.decision_threshold,
+            tuple(settings.serving.risk_band_edges),
+            tuple(settings.serving.risk_band_names),
             reasons,
         )
 
@@ -227,7 +227,7 @@ def load_model(settings: Settings, version: str | None) -> LoadedModel:
         ScoringError: No such version, or no champion.
     """
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    name = settings.model_name
+    name = settings.tracking.model_name
     try:
         registered = find_version(client, name, CHAMPION, version)
     except LookupError as error:

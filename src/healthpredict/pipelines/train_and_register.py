@@ -51,7 +51,7 @@ from healthpredict.modeling.registry import (
 from healthpredict.modeling.train import ModelKind, default_params, features_of, fit_model
 from healthpredict.pipelines.registration import COMPLETE_TAG, EVALUATION_FILE, register_once
 from healthpredict.reporting import plots
-from healthpredict.settings import Settings
+from healthpredict.settings import Settings, TrainingSettings
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -171,7 +171,7 @@ def train_candidate(
         TimelineError: No prepared data, it differs from its manifest, or from ``data_hash``.
     """
     manifest = prepared_manifest(settings, data_hash)
-    train = load_window(settings.prepared_dir, manifest, INITIAL_WINDOW)
+    train = load_window(settings.data.prepared_dir, manifest, INITIAL_WINDOW)
     window = training_window_tag(train)
     configure_tracking(settings)
     context = {
@@ -185,7 +185,9 @@ def train_candidate(
     with mlflow.start_run(run_name=run_name, parent_run_id=parent_run_id, nested=nested) as run:
         mlflow.set_tags(context)
         _log_inputs(manifest, params, settings, len(train))
-        model = fit_model(ModelKind.LIGHTGBM, train, params, settings.cv_folds, settings.seed)
+        model = fit_model(
+            ModelKind.LIGHTGBM, train, params, settings.training.cv_folds, settings.training.seed
+        )
         mlflow.log_metric("fit_seconds", model.fit_seconds)
         log_monitoring_profile(model.pipeline, train, manifest, settings)
         model_uri = log_pipeline(model.pipeline, features_of(train).head(INPUT_EXAMPLE_ROWS))
@@ -211,12 +213,12 @@ def evaluate_candidate(settings: Settings, candidate: Candidate) -> tuple[EvalRe
         TimelineError: The prepared data is no longer the candidate's.
     """
     manifest = prepared_manifest(settings, candidate.data_hash)
-    train = load_window(settings.prepared_dir, manifest, INITIAL_WINDOW)
-    test = load_test_window(settings.prepared_dir, manifest)
+    train = load_window(settings.data.prepared_dir, manifest, INITIAL_WINDOW)
+    test = load_test_window(settings.data.prepared_dir, manifest)
     configure_tracking(settings)
     pipeline = load_pipeline(candidate.model_uri)
     scores = pipeline.predict_proba(features_of(test))[:, 1]
-    report = evaluate_scores(scores, test, settings)
+    report = evaluate_scores(scores, test, settings.training)
     nested = mlflow.active_run() is not None
     with mlflow.start_run(run_id=candidate.run_id, nested=nested):
         mlflow.log_param("n_test", len(test))
@@ -238,7 +240,7 @@ def register_candidate(
     from mlflow import MlflowClient
 
     described = register_once(settings, run_id, model_uri)
-    name, version = settings.model_name, described["version"]
+    name, version = settings.tracking.model_name, described["version"]
     reason = MlflowClient().get_model_version(name, version).tags.get(COMPLETE_TAG, "")
     registered = RegisteredVersion(name, version, run_id, described["alias"], reason)
     return registered, bool(described["reused"])
@@ -250,7 +252,7 @@ def prepared_manifest(settings: Settings, data_hash: str | None = None) -> Manif
     Raises:
         TimelineError: No prepared data, or another run re-cut it since ``data_hash``.
     """
-    manifest = load_manifest(settings.prepared_dir)
+    manifest = load_manifest(settings.data.prepared_dir)
     if data_hash is not None and manifest.data_hash != data_hash:
         raise TimelineError(
             f"the prepared data changed during this run (data hash {data_hash}, now "
@@ -267,7 +269,9 @@ def run_key(*parts: Any) -> str:
 
 def training_key(settings: Settings, data_hash: str, params: dict[str, Any]) -> str:
     """What determines a training run's model: data, parameters, folds and seed."""
-    return run_key("training", data_hash, params, settings.seed, settings.cv_folds)
+    return run_key(
+        "training", data_hash, params, settings.training.seed, settings.training.cv_folds
+    )
 
 
 def log_monitoring_profile(
@@ -281,8 +285,8 @@ def log_monitoring_profile(
     """
     from healthpredict.pipelines import profile
 
-    unseen = load_window(settings.prepared_dir, manifest, manifest.batch_names[0])
-    profile.log_to_run(profile.build(pipeline, train, unseen, settings))
+    unseen = load_window(settings.data.prepared_dir, manifest, manifest.batch_names[0])
+    profile.log_to_run(profile.build(pipeline, train, unseen, settings.monitoring))
 
 
 def training_window_tag(train: pd.DataFrame) -> str:
@@ -295,9 +299,11 @@ def _train_baseline(
 ) -> tuple[EvalReport, np.ndarray]:
     """The logistic-regression baseline, as a nested run beside the main model."""
     with mlflow.start_run(run_name="logistic-baseline", nested=True):
-        baseline = fit_model(ModelKind.LOGISTIC, train, params, settings.cv_folds, settings.seed)
+        baseline = fit_model(
+            ModelKind.LOGISTIC, train, params, settings.training.cv_folds, settings.training.seed
+        )
         scores = baseline.pipeline.predict_proba(features_of(test))[:, 1]
-        report = evaluate_scores(scores, test, settings)
+        report = evaluate_scores(scores, test, settings.training)
         mlflow.log_metrics(report.flat_metrics())
     return report, scores
 
@@ -318,8 +324,8 @@ def _log_inputs(
     mlflow.log_params(
         {
             **flat_params(params),
-            "cv_folds": settings.cv_folds,
-            "seed": settings.seed,
+            "cv_folds": settings.training.cv_folds,
+            "seed": settings.training.seed,
             "n_train": n_train,
         }
     )
@@ -328,17 +334,19 @@ def _log_inputs(
     mlflow.log_dict(params, PARAMS_ARTIFACT)
 
 
-def evaluate_scores(scores: np.ndarray, window: pd.DataFrame, settings: Settings) -> EvalReport:
+def evaluate_scores(
+    scores: np.ndarray, window: pd.DataFrame, training: TrainingSettings
+) -> EvalReport:
     """Evaluate probabilities for a prepared window the way every report here does."""
     return evaluate_predictions(
         window[TARGET],
         scores,
         window[PATIENT_KEY],
         window[list(SUBGROUP_ATTRIBUTES)],
-        rounds=settings.bootstrap_rounds,
-        confidence_level=settings.confidence_level,
-        top_fraction=settings.top_risk_fraction,
-        seed=settings.seed,
+        rounds=training.bootstrap_rounds,
+        confidence_level=training.confidence_level,
+        top_fraction=training.top_risk_fraction,
+        seed=training.seed,
     )
 
 

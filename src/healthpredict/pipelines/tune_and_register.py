@@ -90,11 +90,11 @@ def search_and_log(settings: Settings, data_hash: str | None = None) -> LoggedSe
         SearchError: Bad search space or budget, unreachable Ray, or failed trials.
         TimelineError: No prepared data, or not ``data_hash``.
     """
-    space = load_search_space(settings.search_space_file)
+    space = load_search_space(settings.search.search_space_file)
     manifest = prepared_manifest(settings, data_hash)
-    train = load_window(settings.prepared_dir, manifest, INITIAL_WINDOW)
+    train = load_window(settings.data.prepared_dir, manifest, INITIAL_WINDOW)
     configure_tracking(settings)  # fail on an unreachable registry before searching
-    connect_ray(settings.ray_address)
+    connect_ray(settings.search.ray_address)
     key = search_key(settings, manifest.data_hash)
     with mlflow.start_run(run_name="tune") as parent:
         mlflow.set_tags({"kind": "search", "search_key": key, "data_hash": manifest.data_hash})
@@ -118,18 +118,18 @@ def selected_run(search_run_id: str) -> dict[str, Any]:
 
 def search_key(settings: Settings, data_hash: str) -> str:
     """What determines a search's result: data, space, budget, folds, concurrency, seed."""
-    path = settings.search_space_file
+    path = settings.search.search_space_file
     # A missing file is reported by load_search_space, with a better message than here.
     space = path.read_text() if path is not None and path.is_file() else str(path or "packaged")
     return run_key(
         "search",
         data_hash,
         space,
-        settings.tune_trials,
-        settings.tune_time_budget_seconds,
-        settings.tune_folds,
-        settings.tune_concurrency,
-        settings.seed,
+        settings.search.tune_trials,
+        settings.search.tune_time_budget_seconds,
+        settings.search.tune_folds,
+        settings.search.tune_concurrency,
+        settings.training.seed,
     )
 
 
@@ -138,13 +138,13 @@ def search(
 ) -> SearchResult:
     """Run the search with the budgets, folds and seed in force (Ray must be connected)."""
     budget = SearchBudget(
-        trials=settings.tune_trials,
-        time_budget_seconds=settings.tune_time_budget_seconds,
-        n_folds=settings.tune_folds,
-        concurrency=settings.tune_concurrency,
-        seed=settings.seed,
+        trials=settings.search.tune_trials,
+        time_budget_seconds=settings.search.tune_time_budget_seconds,
+        n_folds=settings.search.tune_folds,
+        concurrency=settings.search.tune_concurrency,
+        seed=settings.training.seed,
     )
-    return run_search(train, space, budget, settings.data_dir / "ray_results")
+    return run_search(train, space, budget, settings.data.data_dir / "ray_results")
 
 
 def tuned_params(config: dict[str, Any]) -> dict[str, Any]:
@@ -158,11 +158,11 @@ def tuned_params(config: dict[str, Any]) -> dict[str, Any]:
 def search_run_params(settings: Settings) -> dict[str, Any]:
     """What a search run records about its budget and objective."""
     return {
-        "trial_budget": settings.tune_trials,
-        "seed": settings.seed,
-        "time_budget_seconds": settings.tune_time_budget_seconds,
-        "folds": settings.tune_folds,
-        "concurrency": settings.tune_concurrency,
+        "trial_budget": settings.search.tune_trials,
+        "seed": settings.training.seed,
+        "time_budget_seconds": settings.search.tune_time_budget_seconds,
+        "folds": settings.search.tune_folds,
+        "concurrency": settings.search.tune_concurrency,
         "objective": "mean patient-grouped CV ROC-AUC",
     }
 
@@ -199,8 +199,8 @@ def searched_params(train: pd.DataFrame, settings: Settings) -> dict[str, Any]:
 
     Used by retrains whose policy asks for a search; Ray is joined or started as for ``tune``.
     """
-    connect_ray(settings.ray_address)
-    result = search(train, load_search_space(settings.search_space_file), settings)
+    connect_ray(settings.search.ray_address)
+    result = search(train, load_search_space(settings.search.search_space_file), settings)
     return tuned_params(result.best.config)
 
 

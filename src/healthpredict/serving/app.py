@@ -55,7 +55,9 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     settings = settings or get_settings()
     check_keys(settings)
     engine = make_engine(settings.monitoring_url)
-    writer = PredictionLogWriter(engine, settings.log_flush_seconds, settings.log_flush_rows)
+    writer = PredictionLogWriter(
+        engine, settings.serving.log_flush_seconds, settings.serving.log_flush_rows
+    )
     state = views.ServiceState(
         settings, store or ModelStore(settings), writer, ServiceMetrics(), engine
     )
@@ -66,17 +68,19 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         title="Health Predict", version=__version__, description=DESCRIPTION, lifespan=_lifespan
     )
     app.state.service = state
-    app.include_router(build_router(settings.max_batch_size, settings.max_outcomes_per_request))
+    app.include_router(
+        build_router(settings.serving.max_batch_size, settings.serving.max_outcomes_per_request)
+    )
     _add_error_handlers(app)
-    if settings.cors_origins:
+    if settings.serving.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.cors_origins,
+            allow_origins=settings.serving.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["X-API-Key", "Content-Type"],
         )
     app.add_middleware(
-        ServiceMiddleware, metrics=state.metrics, max_body_bytes=settings.max_body_bytes
+        ServiceMiddleware, metrics=state.metrics, max_body_bytes=settings.serving.max_body_bytes
     )
     return app
 
@@ -107,7 +111,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: views.ServiceState = app.state.service
     state.salt = load_or_create_salt(state.settings)
     state.writer.start()
-    state.store.start(state.settings.model_poll_seconds)
+    state.store.start(state.settings.serving.model_poll_seconds)
     try:
         yield
     finally:
@@ -144,7 +148,7 @@ def _add_error_handlers(app: FastAPI) -> None:
             request.url.path,
             problems,
             error.body,
-            state.settings.deployment,
+            state.settings.monitoring.deployment,
             getattr(request.state, "request_id", "?"),
         )
         if rejected is not None:

@@ -226,9 +226,9 @@ class ModelStore:
         client = MlflowClient(
             tracking_uri=self.settings.tracking_uri, registry_uri=self.settings.tracking_uri
         )
-        name = self.settings.model_name
+        name = self.settings.tracking.model_name
         # A pinned version (set by a delivery rollout) wins over the alias it follows.
-        registered = find_version(client, name, self.alias, self.settings.model_version)
+        registered = find_version(client, name, self.alias, self.settings.serving.model_version)
         version = str(registered.version)
         if self.current is not None and self.current.version == version:
             self.status.last_error, self.status.failed_version = None, None

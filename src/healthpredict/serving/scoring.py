@@ -20,7 +20,7 @@ from healthpredict.errors import HealthPredictError
 from healthpredict.monitoring.store import LoggedRequest, store_errors
 from healthpredict.serving.model_store import Explanation, LoadedModel, Scores
 from healthpredict.serving.schemas import DISCHARGE_TIME
-from healthpredict.settings import Settings
+from healthpredict.settings import ServingSettings, Settings
 
 if TYPE_CHECKING:
     from healthpredict.monitoring.outcomes import OutcomeRecord, OutcomeReport
@@ -70,9 +70,9 @@ def hashed(values: list[Any], salt: bytes) -> list[str | None]:
     return [None if v is None else next(keys) for v in values]
 
 
-def risk_bands(probabilities: np.ndarray, settings: Settings) -> list[str]:
+def risk_bands(probabilities: np.ndarray, serving: ServingSettings) -> list[str]:
     """Band of each probability: edges are inclusive lower bounds of the next band."""
-    edges, names = settings.risk_band_edges, settings.risk_band_names
+    edges, names = serving.risk_band_edges, serving.risk_band_names
     if len(probabilities) < 16:  # numpy's set-up costs more than a few bisections
         return [names[bisect_right(edges, p)] for p in probabilities.tolist()]
     index = np.searchsorted(np.asarray(edges), probabilities, side="right")
@@ -121,14 +121,14 @@ def predict_records(
     records, ids = split_ids(encounters)
     scores = model.score(records, explain)
     probabilities = scores.probabilities
-    bands = risk_bands(probabilities, settings)
-    decisions = (probabilities >= settings.decision_threshold).tolist()
-    reasons = top_reasons(model, records, scores, settings.top_contributions)
+    bands = risk_bands(probabilities, settings.serving)
+    decisions = (probabilities >= settings.serving.decision_threshold).tolist()
+    reasons = top_reasons(model, records, scores, settings.serving.top_contributions)
     now = datetime.now(UTC)
     log = LoggedRequest(
         request_id,
         now,
-        settings.deployment,
+        settings.monitoring.deployment,
         model.name,
         model.version,
         records,
@@ -153,4 +153,6 @@ def record_outcomes(state: ServiceState, records: Sequence[OutcomeRecord]) -> Ou
     from healthpredict.monitoring import outcomes
 
     with store_errors(state.settings.monitoring_url):
-        return outcomes.record(state.engine, state.settings.deployment, records, state.salt, "api")
+        return outcomes.record(
+            state.engine, state.settings.monitoring.deployment, records, state.salt, "api"
+        )

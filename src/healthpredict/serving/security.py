@@ -43,20 +43,20 @@ def check_keys(settings: Settings) -> None:
     Raises:
         ServingConfigError: Naming the setting to fix (never its value).
     """
-    if settings.api_key is None:
+    if settings.serving.api_key is None:
         raise ServingConfigError(
             "no API key configured: set HEALTHPREDICT_API_KEY; the service does not serve "
             "predictions without one"
         )
     keys = {
-        "HEALTHPREDICT_API_KEY": settings.api_key,
-        "HEALTHPREDICT_ADMIN_KEY": settings.admin_key,
+        "HEALTHPREDICT_API_KEY": settings.serving.api_key,
+        "HEALTHPREDICT_ADMIN_KEY": settings.serving.admin_key,
     }
     for name, key in keys.items():
         if key is not None and len(key.get_secret_value()) < MIN_KEY_LENGTH:
             raise ServingConfigError(f"{name} must be at least {MIN_KEY_LENGTH} characters")
-    if settings.admin_key is not None and _same(
-        settings.api_key, settings.admin_key.get_secret_value()
+    if settings.serving.admin_key is not None and _same(
+        settings.serving.api_key, settings.serving.admin_key.get_secret_value()
     ):
         raise ServingConfigError("HEALTHPREDICT_ADMIN_KEY must differ from HEALTHPREDICT_API_KEY")
 
@@ -76,7 +76,7 @@ def require_api_key(request: Request, given: str | None) -> None:
     Raises:
         HTTPException: 401 when the key is missing or wrong (the same answer for both).
     """
-    expected = _settings(request).api_key
+    expected = _settings(request).serving.api_key
     if expected is None or given is None or not _same(expected, given):
         raise HTTPException(
             401,
@@ -91,7 +91,7 @@ def require_admin_key(request: Request, given: str | None) -> None:
     Raises:
         HTTPException: 403 when no admin key is configured, 401 when it is missing or wrong.
     """
-    expected = _settings(request).admin_key
+    expected = _settings(request).serving.admin_key
     if expected is None:
         raise HTTPException(403, "admin endpoints are disabled: HEALTHPREDICT_ADMIN_KEY is not set")
     if given is None or not _same(expected, given):

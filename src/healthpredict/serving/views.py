@@ -83,7 +83,7 @@ def model_info(state: ServiceState) -> dict[str, Any]:
     status = state.store.status
     body: dict[str, Any] = {
         "loaded": model is not None,
-        "deployment": state.settings.deployment,
+        "deployment": state.settings.monitoring.deployment,
         "registry": {
             "alias": state.store.alias,
             "last_check": status.last_check,
@@ -141,7 +141,7 @@ def _envelope(scored: Scored, settings: Settings) -> dict[str, Any]:
         "request_id": scored.log.request_id,
         "model_name": scored.model.name,
         "model_version": scored.model.version,
-        "threshold": settings.decision_threshold,
+        "threshold": settings.serving.decision_threshold,
         "explanation": scored.explanation,
         "contribution_scale": CONTRIBUTION_SCALE,
     }
