@@ -77,7 +77,7 @@ def make_settings(tmp_path: Path, source: Path | str, **overrides: object) -> Se
         "min_champion_roc_auc": 0.5,
         "tree_compiler": "lightgbm",
     }
-    return Settings(**{**values, **overrides})  # type: ignore[arg-type]
+    return Settings.from_flat(**{**values, **overrides})
 
 
 @pytest.fixture(scope="session")

@@ -63,11 +63,11 @@ def test_salt_is_generated_once_and_private(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, "unused")
     first = load_or_create_salt(settings)
     assert load_or_create_salt(settings) == first and len(first) == 64
-    path = settings.data_dir / "secrets" / "id_salt"
+    path = settings.data.data_dir / "secrets" / "id_salt"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_configured_salt_wins(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, "unused", id_salt="from-the-environment")
     assert load_or_create_salt(settings) == b"from-the-environment"
-    assert not (settings.data_dir / "secrets").exists()
+    assert not (settings.data.data_dir / "secrets").exists()

@@ -59,23 +59,25 @@ def test_cleaning_on_the_real_extract(extract: RawExtract) -> None:
 def test_prepared_timeline(real_prepared: PreparationSummary, real_settings: Settings) -> None:
     manifest = real_prepared.manifest
     assert sum(w.rows for w in manifest.windows) == real_prepared.cleaning.n_output
-    assert len(manifest.batch_names) == real_settings.n_batches
+    assert len(manifest.batch_names) == real_settings.data.n_batches
     initial = manifest.window(INITIAL_WINDOW)
     assert initial.rows == round(
-        real_prepared.cleaning.n_output * real_settings.initial_window_fraction
+        real_prepared.cleaning.n_output * real_settings.data.initial_window_fraction
     )
-    test = load_test_window(real_settings.prepared_dir, manifest)
-    assert len(test) == round(real_prepared.cleaning.n_output * real_settings.test_fraction)
+    test = load_test_window(real_settings.data.prepared_dir, manifest)
+    assert len(test) == round(real_prepared.cleaning.n_output * real_settings.data.test_fraction)
     assert test["sequence"].min() > initial.last_sequence
-    prepared = pd.read_parquet(real_settings.prepared_dir / "initial.parquet")
+    prepared = pd.read_parquet(real_settings.data.prepared_dir / "initial.parquet")
     assert "patient_nbr" not in prepared.columns and "encounter_id" not in prepared.columns
 
 
 def test_no_patient_in_two_folds_of_the_real_training_window(
     real_prepared: PreparationSummary, real_settings: Settings
 ) -> None:
-    train = load_window(real_settings.prepared_dir, real_prepared.manifest, INITIAL_WINDOW)
-    folds = grouped_folds(train[TARGET], train[PATIENT_KEY], real_settings.cv_folds, seed=0)
+    train = load_window(real_settings.data.prepared_dir, real_prepared.manifest, INITIAL_WINDOW)
+    folds = grouped_folds(
+        train[TARGET], train[PATIENT_KEY], real_settings.training.cv_folds, seed=0
+    )
     owner: dict[str, int] = {}
     for index, (_, held_out) in enumerate(folds):
         for patient in train[PATIENT_KEY].iloc[held_out].unique():

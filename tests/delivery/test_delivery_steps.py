@@ -54,7 +54,7 @@ def _settings(tmp_path: Path, **overrides: object) -> Settings:
         "delivery_service_url": "http://127.0.0.1:1",
         "api_key": API_KEY,
     }
-    return Settings(**{**values, **overrides})
+    return Settings.from_flat(**{**values, **overrides})
 
 
 @pytest.mark.parametrize("tag", GOOD_TAGS)

@@ -183,7 +183,7 @@ def test_ports_are_published_on_loopback_by_default(compose: dict[str, Any]) -> 
 
 
 def test_healthpredict_variables_are_real_settings(compose: dict[str, Any]) -> None:
-    fields = set(Settings.model_fields)
+    fields = set(Settings.flat_fields())
     for name, service in compose["services"].items():
         for key in service.get("environment") or {}:
             if key.startswith("HEALTHPREDICT_"):

@@ -101,7 +101,7 @@ def test_service_pdb_and_hpa_target_the_deployment(overlay: Built) -> None:
 
 
 def test_settings_come_from_the_config_map_and_the_uncommitted_secret(overlay: Built) -> None:
-    container, fields = _container(overlay), set(Settings.model_fields)
+    container, fields = _container(overlay), set(Settings.flat_fields())
     (config_map,) = overlay.of_kind("ConfigMap")
     assert container["envFrom"] == [{"configMapRef": {"name": config_map["metadata"]["name"]}}]
     for key in config_map["data"]:

@@ -25,12 +25,12 @@ NOW = datetime(2024, 3, 1, tzinfo=UTC)
 def context(tmp_path: Path) -> LoopContext:
     engine = make_engine(f"sqlite:///{tmp_path / 's.db'}")
     create_schema(engine)
-    settings = Settings(data_dir=tmp_path)
+    settings = Settings.from_flat(data_dir=tmp_path)
     return LoopContext(
         settings,
         engine,
         "d",
-        WindowClock.from_settings(settings),
+        WindowClock.from_settings(settings.monitoring),
         "drift",
         load_policies(None)["drift"],
         slot=None,

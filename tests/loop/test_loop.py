@@ -87,7 +87,9 @@ def folder_plan(settings: Settings, run: str, policy: str) -> ReplayPlan:
     """A what-if replay whose champion is a model fitted here on the initial window."""
     stream = natural_stream(settings)
     slot = FolderSlot(
-        settings.simulation_dir / run / "models", settings.model_name, settings.compiled_trees_dir
+        settings.data.simulation_dir / run / "models",
+        settings.tracking.model_name,
+        settings.compiled_trees_dir,
     )
     if not slot.has_champion():
         slot.seed(fitted_seed(settings, stream))
@@ -116,9 +118,9 @@ def test_every_window_is_monitored_from_the_service_log(
     assert quarantined["batch"].tolist() == [3]
     assert "a1c_result" in quarantined["quarantine_reason"].iloc[0]
     assert "refused by the service" in quarantined["quarantine_reason"].iloc[0]
-    manifest = load_manifest(registered.prepared_dir)
+    manifest = load_manifest(registered.data.prepared_dir)
     refused = pd.read_parquet(
-        registered.simulation_dir / main_run.name / "refused" / "w003.parquet"
+        registered.data.simulation_dir / main_run.name / "refused" / "w003.parquet"
     )
     assert (refused["refused_fields"] == "a1c_result").all()
     served = count(registered, tables.predictions, main_run.name)
@@ -129,7 +131,7 @@ def test_every_window_is_monitored_from_the_service_log(
     completed = batches[batches["status"] == "completed"]
     assert set(main_run.feature_drift["batch"]) == set(completed["batch"])
     assert completed["estimated_auc"].between(0.5, 1.0).all()
-    reports = registered.simulation_dir / main_run.name / "reports"
+    reports = registered.data.simulation_dir / main_run.name / "reports"
     assert {p.name.split("_")[0] for p in reports.glob("w00?_v*.html")} == {
         f"w00{b}" for b in completed["batch"]
     }
@@ -180,9 +182,9 @@ def test_the_estimate_error_is_recorded_once_outcomes_arrive(
 def test_injected_labels_reach_the_outcomes_and_the_training_set(
     registered: Settings, main_run: RunHistory
 ) -> None:
-    manifest = load_manifest(registered.prepared_dir)
-    original = load_window(registered.prepared_dir, manifest, "batch_004")
-    expected, [record] = inject(original, load_scenarios(None), 4, registered.seed)
+    manifest = load_manifest(registered.data.prepared_dir)
+    original = load_window(registered.data.prepared_dir, manifest, "batch_004")
+    expected, [record] = inject(original, load_scenarios(None), 4, registered.training.seed)
     assert record.kind == "concept_drift" and record.labels_changed > 0
     engine = make_engine(registered.monitoring_url)
     plan = build_plan(registered, "drift")
@@ -214,7 +216,7 @@ def test_running_again_adds_nothing(registered: Settings, main_run: RunHistory) 
 def test_changed_configuration_is_refused_not_mixed(
     registered: Settings, main_run: RunHistory
 ) -> None:
-    changed = Settings(**{**registered.model_dump(), "drift_false_alarm_rate": 0.2})
+    changed = registered.with_flat(drift_false_alarm_rate=0.2)
     with pytest.raises(LoopError, match="different configuration"):
         replay(changed, build_plan(changed, "drift", run=main_run.name))
 
@@ -277,7 +279,7 @@ def test_a_crash_mid_run_resumes_to_the_same_result(
                "realised_auc", "decision", "outcome", "new_version"]  # fmt: skip
     pd.testing.assert_frame_equal(resumed.batches[columns], reference.batches[columns])
     # The model trained at the crashed window was found and reused, not trained again.
-    index_file = registered.simulation_dir / "t-crashed" / "models" / "versions.json"
+    index_file = registered.data.simulation_dir / "t-crashed" / "models" / "versions.json"
     assert len(json.loads(index_file.read_text())["versions"]) == 1 + resumed.retrains
     assert count(registered, tables.predictions, "t-crashed") == count(
         registered, tables.predictions, "t-straight"
@@ -290,7 +292,7 @@ def test_a_replay_refuses_a_model_that_has_seen_the_stream(
     registry = RegistrySlot(registered)
     trained = [v for v in registry.versions() if registry.tags(v).get("training_production")]
     assert trained, "the main run retrained at least once"
-    client, name = registry.client, registered.model_name
+    client, name = registry.client, registered.tracking.model_name
     current = registry.champion_version()
     champion.promote(client, name, trained[-1])
     try:
@@ -320,7 +322,7 @@ def test_stand_in_ids_are_unique_for_repeated_rows_across_batches() -> None:
 
 def test_cli_names_bad_policy_and_missing_champion(tmp_path: Path, registered: Settings) -> None:
     runner = CliRunner()
-    env = {"HEALTHPREDICT_DATA_DIR": str(registered.data_dir)}
+    env = {"HEALTHPREDICT_DATA_DIR": str(registered.data.data_dir)}
     result = runner.invoke(app, ["simulate", "--policy", "sometimes"], env=env)
     assert result.exit_code == 1 and "unknown policy 'sometimes'" in result.output
     empty = {"HEALTHPREDICT_DATA_DIR": str(tmp_path / "nothing")}
@@ -329,10 +331,7 @@ def test_cli_names_bad_policy_and_missing_champion(tmp_path: Path, registered: S
 
 
 def test_a_policy_can_search_before_each_retrain(registered: Settings) -> None:
-    settings = Settings(
-        **{**registered.model_dump(), "tune_trials": 2, "tune_folds": 2,
-           "tune_time_budget_seconds": 300.0}
-    )  # fmt: skip
+    settings = registered.with_flat(tune_trials=2, tune_folds=2, tune_time_budget_seconds=300.0)
     plan = folder_plan(settings, "t-search", "scheduled")
     searching = plan.policy.model_copy(update={"search": True})
     plan = ReplayPlan(plan.run, plan.policy_name, searching, plan.scenarios, plan.stream,

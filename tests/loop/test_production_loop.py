@@ -119,7 +119,10 @@ def deployment(
 
 def _batches(settings: Settings) -> list[pd.DataFrame]:
     stream = streams.natural_stream(settings)
-    return [inject(b, DRIFT, n, settings.seed)[0] for n, b in enumerate(stream.batches, start=1)]
+    return [
+        inject(b, DRIFT, n, settings.training.seed)[0]
+        for n, b in enumerate(stream.batches, start=1)
+    ]
 
 
 def _send_outcomes(deployment: Deployment, batch: pd.DataFrame, name: str) -> None:
@@ -176,7 +179,7 @@ class Caller:
 
 def _logged(deployment: Deployment, window: int) -> list[str]:
     """The model version of every prediction logged in ``window``."""
-    bounds = WindowClock.from_settings(deployment.settings).window(window)
+    bounds = WindowClock.from_settings(deployment.settings.monitoring).window(window)
     engine = make_engine(deployment.settings.monitoring_url)
     tables.create_schema(engine)  # the service creates it on its first write, maybe not yet
     log = tables.predictions
@@ -209,7 +212,7 @@ def test_the_loop_learns_from_production_and_swaps_without_a_failed_request(
     deployment: Deployment,
 ) -> None:
     settings = deployment.settings
-    clock = WindowClock.from_settings(settings)
+    clock = WindowClock.from_settings(settings.monitoring)
     patients = streams.natural_stream(settings).patient_numbers()
     batches = _batches(settings)
     promoted: str | None = None

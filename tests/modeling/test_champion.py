@@ -29,7 +29,7 @@ MODEL = "champion-test"
 @pytest.fixture
 def client(tmp_path: Path) -> MlflowClient:
     """A registry with v1 champion, v2 challenger and an unaliased v3."""
-    configure_tracking(Settings(data_dir=tmp_path / "data"))
+    configure_tracking(Settings.from_flat(data_dir=tmp_path / "data"))
     client = MlflowClient()
     client.create_registered_model(MODEL)
     with mlflow.start_run() as run:

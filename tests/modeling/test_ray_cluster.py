@@ -69,16 +69,18 @@ def test_search_runs_trials_on_both_nodes(ray_cluster: LocalRayCluster, tmp_path
     import ray
 
     settings = _settings(tmp_path, ray_cluster.address)
-    train = load_window(settings.prepared_dir, load_manifest(settings.prepared_dir), INITIAL_WINDOW)
+    train = load_window(
+        settings.data.prepared_dir, load_manifest(settings.data.prepared_dir), INITIAL_WINDOW
+    )
     with ray_cluster.driver():
-        connect_ray(settings.ray_address)
+        connect_ray(settings.search.ray_address)
         # Joined the cluster (the driver attaches to the head), not a Ray of its own.
         assert ray.get_runtime_context().get_node_id() == ray_cluster.nodes[0].node_id
-        result = search(train, load_search_space(settings.search_space_file), settings)
+        result = search(train, load_search_space(settings.search.search_space_file), settings)
     assert not ray.is_initialized()
     assert len(result.trials) == 4
     assert result.best.complete and len(result.best.fold_scores) == 2
-    nodes = _trial_nodes(settings.data_dir / "ray_results")
+    nodes = _trial_nodes(settings.data.data_dir / "ray_results")
     names = {node.node_id: node.name for node in ray_cluster.nodes}
     placement = sorted(names.get(node, node) for node in nodes.values())
     print(f"trials per node: {placement}")

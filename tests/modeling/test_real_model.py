@@ -46,9 +46,11 @@ def test_champion_from_the_registry_predicts_like_the_trained_pipeline(
 ) -> None:
     assert trained.registered.alias == CHAMPION
     mlflow.set_tracking_uri(real_settings.tracking_uri)
-    test = load_test_window(real_settings.prepared_dir, load_manifest(real_settings.prepared_dir))
+    test = load_test_window(
+        real_settings.data.prepared_dir, load_manifest(real_settings.data.prepared_dir)
+    )
     records = features_of(test).sample(2000, random_state=0)
-    champion = load_pipeline(f"models:/{real_settings.model_name}@{CHAMPION}")
+    champion = load_pipeline(f"models:/{real_settings.tracking.model_name}@{CHAMPION}")
     from_run = load_pipeline(f"runs:/{trained.registered.run_id}/model")
     np.testing.assert_allclose(champion.predict_proba(records), from_run.predict_proba(records))
     assert abs(champion.predict_proba(records)[:, 1].mean() - test["readmitted_30d"].mean()) < 0.02

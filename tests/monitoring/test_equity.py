@@ -198,19 +198,19 @@ def test_bad_rules_are_refused_with_the_problem_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="auc_margin must lie in"):
         EquityRules(auc_margin=0.0)
     with pytest.raises(ValidationError, match="equity_attributes: group attribute 'zip'"):
-        Settings(data_dir=tmp_path, equity_attributes=["zip"])
+        Settings.from_flat(data_dir=tmp_path, equity_attributes=["zip"])
     with pytest.raises(ValidationError, match="equity_calibration_margin"):
-        Settings(data_dir=tmp_path, equity_calibration_margin=0.9)
+        Settings.from_flat(data_dir=tmp_path, equity_calibration_margin=0.9)
 
 
 def test_the_monitor_records_group_rows_and_names_a_group_alarm(tmp_path: Path) -> None:
     """The loop's monitor phase on a store filled by hand: window 2 (nothing served) measures
     the outcomes of window 1, per group, and the commit writes them for the dashboard's view."""
-    settings = Settings(data_dir=tmp_path, bootstrap_rounds=200, seed=1)
+    settings = Settings.from_flat(data_dir=tmp_path, bootstrap_rounds=200, seed=1)
     engine = make_engine(settings.monitoring_url)
     create_schema(engine)
     frame = window_frame(6000, seed=6, shuffled_band="[70-80)")
-    clock = WindowClock.from_settings(settings)
+    clock = WindowClock.from_settings(settings.monitoring)
     _log_window(engine, frame, clock.window(1).start)
     context = LoopContext(
         settings=settings,

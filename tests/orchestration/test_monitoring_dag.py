@@ -89,7 +89,7 @@ def _serve_window(number: int) -> None:
     traffic = InProcessTraffic(
         settings, engine, DEPLOYMENT, RegistrySlot(settings), load_or_create_salt(settings)
     )
-    window = WindowClock.from_settings(settings).window(number)
+    window = WindowClock.from_settings(settings.monitoring).window(number)
     batch = stream.batches[number - 1]
     ids = streams.encounter_id(batch)
     traffic.serve(streams.requests(batch, ids, window, stream.patient_numbers()), 500)

@@ -261,7 +261,7 @@ def test_monitoring_dag_runs_a_window_against_the_real_services(
         traffic = InProcessTraffic(
             settings, engine, deployment, RegistrySlot(settings), load_or_create_salt(settings)
         )
-        window = WindowClock.from_settings(settings).window(1)
+        window = WindowClock.from_settings(settings.monitoring).window(1)
         batch, patients = stream.batches[0], stream.patient_numbers()
         ids = streams.encounter_id(batch)
         traffic.serve(streams.requests(batch, ids, window, patients), 500)

@@ -32,7 +32,7 @@ ROWS = 600
 @pytest.fixture(scope="module")
 def compiled(champion: Champion) -> Champion:
     """The champion as the job runs by default: its trees compiled (lleaves)."""
-    settings = champion.settings.model_copy(update={"tree_compiler": "lleaves"})
+    settings = champion.settings.with_flat(tree_compiler="lleaves")
     return Champion(settings, champion.version, champion.folder)
 
 
@@ -80,9 +80,11 @@ def test_parquet_is_scored_exactly_as_the_pipeline_scores(
     assert scores["encounter_key"].tolist() == expected["encounter_key"].tolist()
     np.testing.assert_allclose(scores["probability"], expected["probability"], rtol=0, atol=1e-9)
     settings = compiled.settings
-    assert (scores["decision"] == (scores["probability"] >= settings.decision_threshold)).all()
-    bands = np.searchsorted(settings.risk_band_edges, scores["probability"], side="right")
-    assert scores["risk_band"].tolist() == [settings.risk_band_names[i] for i in bands]
+    assert (
+        scores["decision"] == (scores["probability"] >= settings.serving.decision_threshold)
+    ).all()
+    bands = np.searchsorted(settings.serving.risk_band_edges, scores["probability"], side="right")
+    assert scores["risk_band"].tolist() == [settings.serving.risk_band_names[i] for i in bands]
     assert set(scores["model_version"]) == {compiled.version}
     assert "trees: lleaves" in report.fast_path  # 600 rows: the compiled trees scored them
     assert pd.read_parquet(tmp_path / "scores.rejects.parquet").empty
@@ -292,7 +294,7 @@ def test_cli_prints_the_counts_and_exits_1_on_a_missing_model(
     source = tmp_path / "in.csv"
     raw.head(50).to_csv(source, index=False)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHPREDICT_")}
-    env = {**clean, "HEALTHPREDICT_DATA_DIR": str(champion.settings.data_dir)}
+    env = {**clean, "HEALTHPREDICT_DATA_DIR": str(champion.settings.data.data_dir)}
     ok = subprocess.run(
         [CLI, "score", str(source), str(tmp_path / "out.parquet")],
         env=env,

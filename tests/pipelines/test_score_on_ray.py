@@ -64,7 +64,7 @@ def test_an_unreachable_cluster_is_one_clear_line(champion: Champion, tmp_path: 
     validate_raw(make_raw_frame(20, seed=1).drop(columns=["readmitted"]), False).valid.to_parquet(
         source
     )
-    env = {"HEALTHPREDICT_DATA_DIR": str(champion.settings.data_dir), "PATH": "/usr/bin:/bin"}
+    env = {"HEALTHPREDICT_DATA_DIR": str(champion.settings.data.data_dir), "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
         [CLI, "score", str(source), str(tmp_path / "out"), "--ray-address", "127.0.0.1:9"],
         env=env,

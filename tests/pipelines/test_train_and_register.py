@@ -39,9 +39,9 @@ def test_first_model_becomes_champion_with_tags(trained: tuple[Settings, object]
     settings, summary = trained
     mlflow.set_tracking_uri(settings.tracking_uri)
     client = MlflowClient()
-    version = client.get_model_version_by_alias(settings.model_name, CHAMPION)
+    version = client.get_model_version_by_alias(settings.tracking.model_name, CHAMPION)
     assert str(version.version) == summary.registered.version  # type: ignore[attr-defined]
-    manifest = load_manifest(settings.prepared_dir)
+    manifest = load_manifest(settings.data.prepared_dir)
     assert version.tags["data_hash"] == manifest.data_hash
     assert version.tags["training_window"].startswith("sequence 0-")
     assert "first model" in version.tags["promotion_reason"]
@@ -53,7 +53,7 @@ def test_run_holds_params_metrics_plots_and_manifest(trained: tuple[Settings, ob
     mlflow.set_tracking_uri(settings.tracking_uri)
     client = MlflowClient()
     run = client.get_run(summary.registered.run_id)  # type: ignore[attr-defined]
-    experiment = client.get_experiment_by_name(settings.experiment_name)
+    experiment = client.get_experiment_by_name(settings.tracking.experiment_name)
     assert run.info.experiment_id == experiment.experiment_id
     assert run.info.artifact_uri.startswith(str(settings.artifact_location))
     assert {"test_roc_auc", "test_pr_auc", "test_brier", "test_ece", "test_roc_auc_ci_low"} <= set(
@@ -78,9 +78,9 @@ def test_run_holds_params_metrics_plots_and_manifest(trained: tuple[Settings, ob
 def test_registry_round_trip_gives_the_same_probabilities(trained: tuple[Settings, object]) -> None:
     settings, summary = trained
     mlflow.set_tracking_uri(settings.tracking_uri)
-    test = load_test_window(settings.prepared_dir, load_manifest(settings.prepared_dir))
+    test = load_test_window(settings.data.prepared_dir, load_manifest(settings.data.prepared_dir))
     records = features_of(test)
-    champion_uri = f"models:/{settings.model_name}@{CHAMPION}"
+    champion_uri = f"models:/{settings.tracking.model_name}@{CHAMPION}"
     from_registry = load_pipeline(champion_uri).predict_proba(records)[:, 1]
     via_pyfunc = np.asarray(mlflow.pyfunc.load_model(champion_uri).predict(records))[:, 1]
     run_uri = f"runs:/{summary.registered.run_id}/model"  # type: ignore[attr-defined]
@@ -97,11 +97,11 @@ def test_second_model_is_a_challenger_not_a_new_champion(trained: tuple[Settings
     assert second.registered.alias == CHALLENGER
     mlflow.set_tracking_uri(settings.tracking_uri)
     client = MlflowClient()
-    champion = client.get_model_version_by_alias(settings.model_name, CHAMPION)
+    champion = client.get_model_version_by_alias(settings.tracking.model_name, CHAMPION)
     assert str(champion.version) == first.registered.version  # type: ignore[attr-defined]
     assert (
         "gate"
-        in client.get_model_version(settings.model_name, second.registered.version).tags[
+        in client.get_model_version(settings.tracking.model_name, second.registered.version).tags[
             "promotion_reason"
         ]
     )

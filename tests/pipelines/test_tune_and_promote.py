@@ -76,7 +76,7 @@ def test_search_prunes_logs_trials_and_registers_the_candidate(
     assert parent.data.metrics["trials_stopped_early"] == search.n_stopped_early
     registered = summary.training.registered  # type: ignore[attr-defined]
     assert registered.alias == CHAMPION  # the first model, no champion before it
-    version = client.get_model_version(settings.model_name, registered.version)
+    version = client.get_model_version(settings.tracking.model_name, registered.version)
     assert version.tags["search_run_id"] == summary.search_run_id  # type: ignore[attr-defined]
 
 
@@ -84,11 +84,13 @@ def test_same_seed_same_best_configuration(tuned: tuple[Settings, object]) -> No
     settings, summary = tuned
     from healthpredict.data.timeline import INITIAL_WINDOW, load_manifest, load_window
 
-    train = load_window(settings.prepared_dir, load_manifest(settings.prepared_dir), INITIAL_WINDOW)
-    budget = SearchBudget(
-        trials=8, time_budget_seconds=170, n_folds=3, concurrency=1, seed=settings.seed
+    train = load_window(
+        settings.data.prepared_dir, load_manifest(settings.data.prepared_dir), INITIAL_WINDOW
     )
-    again = run_search(train, load_search_space(), budget, settings.data_dir / "again")
+    budget = SearchBudget(
+        trials=8, time_budget_seconds=170, n_folds=3, concurrency=1, seed=settings.training.seed
+    )
+    again = run_search(train, load_search_space(), budget, settings.data.data_dir / "again")
     assert again.best.config == summary.search.best.config  # type: ignore[attr-defined]
     assert again.best.mean_score == pytest.approx(summary.search.best.mean_score)  # type: ignore[attr-defined]
 
@@ -104,7 +106,7 @@ def test_failed_trials_register_nothing(ray_session: None, tmp_path: Path) -> No
     with pytest.raises(SearchError, match="trial"):
         tune_and_register(settings)
     mlflow.set_tracking_uri(settings.tracking_uri)
-    assert current_version(MlflowClient(), settings.model_name, CHAMPION) is None
+    assert current_version(MlflowClient(), settings.tracking.model_name, CHAMPION) is None
 
 
 @pytest.mark.parametrize(
@@ -146,7 +148,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def _aliases(settings: Settings) -> tuple[str | None, str | None]:
     mlflow.set_tracking_uri(settings.tracking_uri)
     client = MlflowClient()
-    name = settings.model_name
+    name = settings.tracking.model_name
     return current_version(client, name, CHAMPION), current_version(client, name, CHALLENGER)
 
 
@@ -162,7 +164,7 @@ def test_gate_promotes_a_clearly_better_model_then_rollback_restores(registry: S
     assert decision.auc_gain.low > 0 and decision.challenger_roc_auc > decision.champion_roc_auc
     assert _aliases(registry) == (better.version, None)
     client = MlflowClient()
-    tags = client.get_model_version(registry.model_name, better.version).tags
+    tags = client.get_model_version(registry.tracking.model_name, better.version).tags
     assert tags["gate_verdict"] == "promoted" and tags["previous_champion"] == "1"
     assert "promoted to champion" in tags["promotion_reason"]
 
@@ -170,11 +172,11 @@ def test_gate_promotes_a_clearly_better_model_then_rollback_restores(registry: S
     assert (record.from_version, record.to_version) == (better.version, "1")
     assert _aliases(registry)[0] == "1"
     assert (
-        client.get_model_version(registry.model_name, better.version).tags["rolled_back"]
+        client.get_model_version(registry.tracking.model_name, better.version).tags["rolled_back"]
         == "suspected data issue"
     )
     # Undo the rollback for the tests below: the better model is champion again.
-    client.set_registered_model_alias(registry.model_name, CHAMPION, better.version)
+    client.set_registered_model_alias(registry.tracking.model_name, CHAMPION, better.version)
 
 
 def test_gate_refuses_a_clearly_worse_model(registry: Settings) -> None:
@@ -183,7 +185,7 @@ def test_gate_refuses_a_clearly_worse_model(registry: Settings) -> None:
     decision = promote(registry)
     assert not decision.promote and decision.auc_gain.high < 0
     assert _aliases(registry) == (champion_before, worse.version)
-    tags = MlflowClient().get_model_version(registry.model_name, worse.version).tags
+    tags = MlflowClient().get_model_version(registry.tracking.model_name, worse.version).tags
     assert tags["gate_verdict"] == "refused" and tags["promotion_reason"].startswith("not promoted")
 
 
@@ -197,7 +199,7 @@ def test_gate_refuses_an_indistinguishable_model(registry: Settings) -> None:
 
 
 def test_gate_never_judges_on_training_data(registry: Settings) -> None:
-    settings = Settings(**{**registry.model_dump(), "gate_window": "initial"})
+    settings = registry.with_flat(gate_window="initial")
     with pytest.raises(PromotionError, match="overlaps the training window"):
         promote(settings)
 

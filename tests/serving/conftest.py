@@ -29,8 +29,8 @@ def service_settings(base: Settings, tmp_path: Path, **overrides: object) -> Set
         "log_flush_seconds": 0.05,
         "id_salt": "test-salt-not-secret",
     }
-    # Through the constructor, not model_copy: keys must be validated into SecretStr.
-    return Settings(**{**base.model_dump(), **values, **overrides})
+    # Through with_flat, not model_copy: keys must be validated into SecretStr.
+    return base.with_flat(**{**values, **overrides})
 
 
 def wait_ready(client: TestClient, timeout: float = 60.0) -> dict[str, Any]:

@@ -54,7 +54,10 @@ def test_batch_keeps_request_order(client: TestClient) -> None:
 def test_model_describes_the_version_served(client: TestClient, champion: Champion) -> None:
     body = client.get("/model").json()
     assert body["loaded"] is True
-    assert body["name"] == champion.settings.model_name and body["version"] == champion.version
+    assert (
+        body["name"] == champion.settings.tracking.model_name
+        and body["version"] == champion.version
+    )
     assert body["alias"] == "champion"
     assert body["training_window"].startswith("sequence 0-")
     assert len(body["data_hash"]) >= 16
@@ -77,7 +80,7 @@ def test_metrics_count_requests_bands_and_version(client: TestClient, champion: 
         'healthpredict_request_seconds_bucket{endpoint="/predict",le="0.005",status="200"}' in text
     )
     assert "healthpredict_predictions_total{risk_band=" in text
-    name = champion.settings.model_name
+    name = champion.settings.tracking.model_name
     assert (
         f'healthpredict_model_version_info{{name="{name}",version="{champion.version}"}} 1.0'
         in text

@@ -77,7 +77,7 @@ def test_service_equals_registered_pipeline_on_real_records(
 ) -> None:
     settings = champion.settings
     test = features_of(
-        load_test_window(settings.prepared_dir, load_manifest(settings.prepared_dir))
+        load_test_window(settings.data.prepared_dir, load_manifest(settings.data.prepared_dir))
     )
     frame = test.head(400).astype(object).where(test.head(400).notna(), None)
     records = [
@@ -85,7 +85,7 @@ def test_service_equals_registered_pipeline_on_real_records(
         for row in frame.to_dict(orient="records")
     ]
     configure_tracking(settings)
-    registered = load_pipeline(f"models:/{settings.model_name}@champion")
+    registered = load_pipeline(f"models:/{settings.tracking.model_name}@champion")
     expected = registered.predict_proba(test.head(400))[:, 1]
     with TestClient(
         create_app(service_settings(settings, tmp_path)), headers={"X-API-Key": API_KEY}

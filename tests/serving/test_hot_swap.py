@@ -48,27 +48,33 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Champion:
 def register_variant(champion: Champion, n_estimators: int) -> str:
     """Train a visibly different LightGBM pipeline and register it (no alias)."""
     settings = champion.settings
-    train = load_window(settings.prepared_dir, load_manifest(settings.prepared_dir), INITIAL_WINDOW)
+    train = load_window(
+        settings.data.prepared_dir, load_manifest(settings.data.prepared_dir), INITIAL_WINDOW
+    )
     params = default_params()
     params["lightgbm"] = {**params["lightgbm"], "n_estimators": n_estimators}
-    model = fit_model(ModelKind.LIGHTGBM, train, params, settings.cv_folds, settings.seed)
+    model = fit_model(
+        ModelKind.LIGHTGBM, train, params, settings.training.cv_folds, settings.training.seed
+    )
     configure_tracking(settings)
     with mlflow.start_run(run_name=f"variant-{n_estimators}"):
         uri = log_pipeline(model.pipeline, features_of(train).head(5))
-    return str(mlflow.register_model(uri, settings.model_name).version)
+    return str(mlflow.register_model(uri, settings.tracking.model_name).version)
 
 
 def register_broken(champion: Champion, folder: Path) -> str:
     """Register a copy of the champion whose pickled pipeline is corrupt."""
     client = _client(champion)
-    source = client.get_model_version_download_uri(champion.settings.model_name, champion.version)
+    source = client.get_model_version_download_uri(
+        champion.settings.tracking.model_name, champion.version
+    )
     broken = folder / "broken-model"
     shutil.copytree(
         mlflow.artifacts.download_artifacts(source, tracking_uri=champion.settings.tracking_uri),
         broken,
     )
     (broken / "model.pkl").write_bytes(b"this is not a pickle")
-    version = client.create_model_version(champion.settings.model_name, broken.as_uri())
+    version = client.create_model_version(champion.settings.tracking.model_name, broken.as_uri())
     return str(version.version)
 
 
@@ -78,7 +84,9 @@ def _client(champion: Champion) -> MlflowClient:
 
 
 def _move_alias(champion: Champion, version: str) -> None:
-    _client(champion).set_registered_model_alias(champion.settings.model_name, CHAMPION, version)
+    _client(champion).set_registered_model_alias(
+        champion.settings.tracking.model_name, CHAMPION, version
+    )
 
 
 @pytest.fixture
@@ -148,7 +156,7 @@ def test_swap_under_concurrent_requests_fails_no_request(
 
 def _probability(champion: Champion, version: str) -> float:
     configure_tracking(champion.settings)
-    pipeline = load_pipeline(f"models:/{champion.settings.model_name}/{version}")
+    pipeline = load_pipeline(f"models:/{champion.settings.tracking.model_name}/{version}")
     return float(pipeline.predict_proba(records_frame([EXAMPLE_ENCOUNTER]))[0, 1])
 
 

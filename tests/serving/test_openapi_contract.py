@@ -56,7 +56,7 @@ def served(champion: Champion, folder: Path, **settings: str) -> Iterator[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHPREDICT_")}
     env = {
         **clean,
-        "HEALTHPREDICT_DATA_DIR": str(champion.settings.data_dir),
+        "HEALTHPREDICT_DATA_DIR": str(champion.settings.data.data_dir),
         "HEALTHPREDICT_MONITORING_DB_URL": f"sqlite:///{folder / 'monitoring.db'}",
         "HEALTHPREDICT_ID_SALT": "contract-test-salt",
         "HEALTHPREDICT_API_KEY": API_KEY,

@@ -66,13 +66,16 @@ def test_predictions_are_logged_with_hashed_ids_only(champion: Champion, tmp_pat
         ("req-batch", 1),
     ]
     first = rows[0]
-    assert first["model_version"] == champion.version and first["model_name"] == settings.model_name
+    assert (
+        first["model_version"] == champion.version
+        and first["model_name"] == settings.tracking.model_name
+    )
     assert first["probability"] == pytest.approx(one["probability"], abs=1e-12)
     assert first["risk_band"] == one["risk_band"] and first["decision"] == one["decision"]
     assert first["features"] == EXAMPLE_ENCOUNTER  # features as received, ids removed
     assert isinstance(first["created_at"], datetime)
-    assert settings.id_salt is not None
-    salt = settings.id_salt.get_secret_value().encode()
+    assert settings.data.id_salt is not None
+    salt = settings.data.id_salt.get_secret_value().encode()
     assert first["patient_key"] == keyed_hash(pd.Series([PATIENT]), salt).iloc[0]
     assert first["encounter_key"] == keyed_hash(pd.Series([ENCOUNTER]), salt).iloc[0]
     assert rows[1]["patient_key"] is None and rows[2]["patient_key"] == first["patient_key"]

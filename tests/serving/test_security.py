@@ -116,4 +116,4 @@ def test_keys_never_reach_logs_or_answers(
     assert (
         API_KEY not in everything and API_KEY[:-1] not in everything and ADMIN_KEY not in everything
     )
-    assert "SecretStr('**********')" in repr(app.state.service.settings.api_key)
+    assert "SecretStr('**********')" in repr(app.state.service.settings.serving.api_key)

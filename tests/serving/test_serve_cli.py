@@ -24,7 +24,7 @@ def _environment(champion: Champion, tmp_path: Path, **extra: str) -> dict[str, 
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHPREDICT_")}
     return {
         **clean,
-        "HEALTHPREDICT_DATA_DIR": str(champion.settings.data_dir),
+        "HEALTHPREDICT_DATA_DIR": str(champion.settings.data.data_dir),
         "HEALTHPREDICT_MONITORING_DB_URL": f"sqlite:///{tmp_path / 'log.db'}",
         "HEALTHPREDICT_ID_SALT": "cli-test-salt",
         **extra,

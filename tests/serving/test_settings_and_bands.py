@@ -23,11 +23,11 @@ from healthpredict.settings import Settings
 )
 def test_inconsistent_bands_are_rejected(edges: list[float], names: list[str]) -> None:
     with pytest.raises(ValidationError, match="risk_band"):
-        Settings(risk_band_edges=edges, risk_band_names=names)
+        Settings.from_flat(risk_band_edges=edges, risk_band_names=names)
 
 
 def test_band_edges_belong_to_the_higher_band() -> None:
-    bands = risk_bands(np.array([0.0, 0.0999, 0.10, 0.2499, 0.25, 1.0]), Settings())
+    bands = risk_bands(np.array([0.0, 0.0999, 0.10, 0.2499, 0.25, 1.0]), Settings().serving)
     assert bands == ["low", "low", "medium", "medium", "high", "high"]
 
 
@@ -37,20 +37,27 @@ def test_serving_settings_from_the_environment(
     monkeypatch.setenv("HEALTHPREDICT_API_KEY", "k" * 20)
     monkeypatch.setenv("HEALTHPREDICT_CORS_ORIGINS", '["https://ward.example"]')
     monkeypatch.setenv("HEALTHPREDICT_MONITORING_DB_URL", "postgresql+psycopg://u:s3cr3t@db/x")
-    settings = Settings(data_dir=tmp_path)
-    assert settings.api_key is not None and settings.api_key.get_secret_value() == "k" * 20
-    assert settings.cors_origins == ["https://ward.example"]
+    settings = Settings.from_flat(data_dir=tmp_path)
+    assert (
+        settings.serving.api_key is not None
+        and settings.serving.api_key.get_secret_value() == "k" * 20
+    )
+    assert settings.serving.cors_origins == ["https://ward.example"]
     assert settings.monitoring_url == "postgresql+psycopg://u:s3cr3t@db/x"
     assert "s3cr3t" not in str(settings.model_dump())
-    assert Settings(data_dir=tmp_path, monitoring_db_url=None).monitoring_url == (
+    assert Settings.from_flat(data_dir=tmp_path, monitoring_db_url=None).monitoring_url == (
         f"sqlite:///{(tmp_path / 'monitoring.db').resolve()}"
     )
 
 
 def test_defaults_are_closed() -> None:
     settings = Settings()
-    assert settings.api_key is None and settings.admin_key is None and settings.cors_origins == []
-    assert settings.serve_host == "127.0.0.1"
+    assert (
+        settings.serving.api_key is None
+        and settings.serving.admin_key is None
+        and settings.serving.cors_origins == []
+    )
+    assert settings.serving.serve_host == "127.0.0.1"
 
 
 def test_ids_are_hashed_with_the_salt_and_absent_ids_stay_absent() -> None:

@@ -130,7 +130,7 @@ def live_service(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> 
     from healthpredict.settings import Settings
 
     folder = tmp_path_factory.mktemp("live-service")
-    settings = Settings(
+    settings = Settings.from_flat(
         data_dir=trained.data_dir,
         id_salt="orchestration-test-salt",
         api_key=API_KEY,

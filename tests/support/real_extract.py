@@ -19,7 +19,7 @@ def real_settings(real_source: str, tmp_path_factory: pytest.TempPathFactory) ->
     The offline quality checks (and the README's figures) train on the oldest 70 %; the
     simulation's default 30 % window is exercised by tests/test_demo.py.
     """
-    return Settings(
+    return Settings.from_flat(
         data_source=real_source,
         data_dir=tmp_path_factory.mktemp("real"),
         bootstrap_rounds=100,
