@@ -46,15 +46,19 @@ DRY_RUN_COMMANDS = [
 
 @pytest.fixture
 def registry(trained: Trained) -> Iterator[Any]:
-    """The trained registry; its aliases are put back after each test."""
+    """The trained registry with the aliases the training DAG left, set again before each
+    test (the session's other tests share it and may have moved them) and after it."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{trained.data_dir.resolve() / 'mlflow.db'}")
-    champion = client.get_model_version_by_alias(MODEL, "champion").version
-    challenger = client.get_model_version_by_alias(MODEL, "challenger").version
+
+    def as_trained() -> None:
+        client.set_registered_model_alias(MODEL, "champion", trained.champion)
+        client.set_registered_model_alias(MODEL, "challenger", trained.challenger)
+
+    as_trained()
     yield client
-    client.set_registered_model_alias(MODEL, "champion", champion)
-    client.set_registered_model_alias(MODEL, "challenger", challenger)
+    as_trained()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from healthpredict import processes
 from tests.support.airflow_env import RunResult, dag_bag, environment, run_dag
 from tests.synthetic import make_raw_frame, write_csv
 
@@ -149,8 +150,14 @@ def live_service(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> 
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("the live service did not start")
         time.sleep(0.05)
+    # Ready before any test uses it: the model loads in the background, slowly on a busy
+    # machine, and the smoke tests' own short /ready timeout is about the rollout, not this.
+    url = f"http://127.0.0.1:{port}"
+    why = processes.wait_until_ok(f"{url}/ready", timeout=180)
+    if why is not None:
+        pytest.fail(f"the live service {why}")
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
         server.should_exit = True
         thread.join(timeout=15)
