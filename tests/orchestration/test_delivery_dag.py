@@ -290,3 +290,25 @@ def test_rollout_that_never_becomes_ready_is_rolled_back_within_its_timeout(
     assert pushed["digest"] == pushed["registry_digest"] == DIGEST
     assert _aliases(registry) == before
     assert time.monotonic() - started < 60
+
+
+def test_smoke_test_checks_the_served_version(tmp_path: Path, live_service: str) -> None:
+    """The smoke step on its own, against the live service serving the challenger v2.
+
+    Here and not with the other delivery steps (tests/delivery): it needs the session's trained
+    registry, which is only sound while the DAG tests run one after another.
+    """
+    from healthpredict.delivery.smoke import SmokeTestError, check_endpoint
+    from healthpredict.settings import Settings
+
+    settings = Settings.from_flat(
+        data_dir=tmp_path,
+        delivery_registry=REGISTRY,
+        delivery_service_url=live_service,
+        delivery_smoke_timeout_seconds=10,
+        api_key=API_KEY,
+    )
+    served = check_endpoint(settings, live_service, "2")
+    assert served["model_version"] == "2" and 0 <= served["probability"] <= 1
+    with pytest.raises(SmokeTestError, match="serves model version 2, not the delivered version 1"):
+        check_endpoint(settings, live_service, "1")
