@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from healthpredict.modeling.gate import GatePolicy, compare, decide, verdict
+from healthpredict.modeling.gate import GateDecision, GatePolicy, compare, decide, verdict
 
 POLICY = GatePolicy(min_auc_gain=0.005, loss_tolerance=0.0, max_ece_increase=0.01, rounds=300)
 
@@ -92,9 +92,10 @@ def _attributes(ages: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"age": ages, "gender": "Female", "race": "Caucasian"})
 
 
-def test_a_challenger_better_on_average_but_worse_for_a_group_is_refused() -> None:
-    labels, champion, challenger, patients, ages = _groups_case(0.15)
-    decision = decide(
+def _decide_groups_case(harmed_share: float) -> GateDecision:
+    """The gate on :func:`_groups_case`, its patients' age bands as the group attribute."""
+    labels, champion, challenger, patients, ages = _groups_case(harmed_share)
+    return decide(
         labels,
         (champion, challenger),
         pd.Series(patients),
@@ -103,6 +104,10 @@ def test_a_challenger_better_on_average_but_worse_for_a_group_is_refused() -> No
         "w003",
         attributes=_attributes(ages),
     )
+
+
+def test_a_challenger_better_on_average_but_worse_for_a_group_is_refused() -> None:
+    decision = _decide_groups_case(0.15)
     assert decision.auc_gain.low > POLICY.min_auc_gain  # better on average, surely
     assert not decision.promote
     assert "surely worse for age [80-90)" in decision.reason
@@ -115,16 +120,7 @@ def test_a_challenger_better_on_average_but_worse_for_a_group_is_refused() -> No
 
 
 def test_a_group_too_small_to_tell_does_not_block() -> None:
-    labels, champion, challenger, patients, ages = _groups_case(0.01)  # about 80 encounters
-    decision = decide(
-        labels,
-        (champion, challenger),
-        pd.Series(patients),
-        POLICY,
-        ("1", "2"),
-        "w003",
-        attributes=_attributes(ages),
-    )
+    decision = _decide_groups_case(0.01)  # about 80 encounters in the harmed band
     small = [g for g in decision.groups if "[80-90)" in g.members]
     assert small and small[0].status != "worse"
     assert decision.promote, decision.reason
