@@ -42,6 +42,9 @@ from healthpredict.monitoring.tables import window_groups
 
 ALL = ("all", "all")
 OK, ALARM, TOO_FEW = "ok", "alarm", "too few"
+# How an alarm names the figure it is about ("equity: age [70-80): ROC-AUC ..."), so a reader
+# of the stored texts (the dashboard) can tell which figure alarmed.
+AUC_FIGURE, CALIBRATION_FIGURE = "ROC-AUC", "calibration gap"
 
 
 @dataclass(frozen=True)
@@ -235,13 +238,13 @@ def _alarms(
     auc_change = figures["auc_vs_all"]
     if auc_change.high < -rules.auc_margin:
         alarms.append(
-            f"equity: {name}: ROC-AUC {figures['roc_auc']} against {whole_auc:.3f} for all "
+            f"equity: {name}: {AUC_FIGURE} {figures['roc_auc']} against {whole_auc:.3f} for all "
             f"patients (difference {auc_change}, surely beyond -{rules.auc_margin:.3f})"
         )
     gap_change, margin = figures["gap_vs_all"], rules.calibration_margin
     if gap_change.low > margin or gap_change.high < -margin:
         alarms.append(
-            f"equity: {name}: calibration gap {figures['calibration_gap']} (observed minus "
+            f"equity: {name}: {CALIBRATION_FIGURE} {figures['calibration_gap']} (observed minus "
             f"predicted) against {whole_gap:+.3f} for all patients (difference {gap_change}, "
             f"surely beyond ±{margin:.3f})"
         )
@@ -279,8 +282,13 @@ def read_group_history(engine: Engine, deployment: str) -> pd.DataFrame:
     table = window_groups
     query = select(table).where(table.c.deployment == deployment)
     with engine.connect() as connection:
-        frame = pd.read_sql(query, connection)
-    frame = frame.rename(
+        return group_history(pd.read_sql(query, connection))
+
+
+def group_history(rows: pd.DataFrame) -> pd.DataFrame:
+    """``window_groups`` rows as read from the store, in the columns and order of
+    :func:`read_group_history`."""
+    frame = rows.rename(
         columns={
             "model_version": "version",
             "group_name": "group",

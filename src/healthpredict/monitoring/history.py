@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select
 
 from healthpredict.errors import HealthPredictError
 from healthpredict.monitoring import tables
-from healthpredict.monitoring.equity import ALARM, GROUP_HISTORY_COLUMNS, read_group_history
+from healthpredict.monitoring.equity import ALARM, GROUP_HISTORY_COLUMNS, group_history
 
 _GROUP_COLUMNS = list(GROUP_HISTORY_COLUMNS)
 
@@ -129,11 +129,12 @@ def read_history(engine: Engine, run: str) -> RunHistory:
                 tables.window_performance,
                 tables.decisions,
                 tables.feature_drift,
+                tables.window_groups,
             )
         }
     policy = header["policy_config"]
     served = _served_rows(frames)
-    groups = _served_groups(read_group_history(engine, run), frames["windows"])
+    groups = _served_groups(group_history(frames["window_groups"]), frames["windows"])
     return RunHistory(
         name=run,
         policy=str(policy.get("kind", header["policy"])),

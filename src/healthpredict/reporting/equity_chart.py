@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from healthpredict.monitoring.equity import ALARM, TOO_FEW
+from healthpredict.monitoring.equity import ALARM, AUC_FIGURE, CALIBRATION_FIGURE, TOO_FEW
 from healthpredict.monitoring.history import RunHistory
 from healthpredict.reporting.figure_parts import (
     NOTE_COLOUR,
@@ -42,14 +42,14 @@ _SPREAD = 0.07
 class _Measure:
     column: str  # prefix of the value and interval columns of the group history
     title: str  # y axis title
-    label: str  # in hover texts, and how the equity monitor's alarm texts name it
+    label: str  # in hover texts; how the equity monitor's alarm texts name the figure
     number: str  # plotly number format
     pixels: int  # row height
 
 
 _MEASURES = (
-    _Measure("auc", "ROC-AUC", "ROC-AUC", ".3f", 210),
-    _Measure("calibration_gap", "observed −<br>predicted", "calibration gap", "+.3f", 150),
+    _Measure("auc", "ROC-AUC", AUC_FIGURE, ".3f", 210),
+    _Measure("calibration_gap", "observed −<br>predicted", CALIBRATION_FIGURE, "+.3f", 150),
 )
 _HEADER_PIXELS = 28
 
